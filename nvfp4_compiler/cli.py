@@ -1,0 +1,57 @@
+"""The ``nvfp4`` command line."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="NVFP4 toolkit for video transformers.", no_args_is_help=True, add_completion=False)
+console = Console()
+
+
+@app.command()
+def roundtrip(
+    rows: int = typer.Option(256, min=1, help="Rows of each sample tensor."),
+    cols: int = typer.Option(1024, min=1, help="Columns (the blocked dimension)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Quantize sample tensors to NVFP4 and back; print error (SQNR) and bytes saved."""
+    from .roundtrip import roundtrip_table
+
+    table_rows = roundtrip_table((rows, cols), seed)
+    if as_json:
+        print(json.dumps([r.to_dict() for r in table_rows], indent=2))
+        return
+    table = Table(title=f"NVFP4 round trip of bf16 [{rows}, {cols}] tensors")
+    for col in ["distribution", "block", "SQNR (dB)", "max |error|", "bytes bf16 -> nvfp4", "ratio"]:
+        table.add_column(col, justify="left" if col == "distribution" else "right")
+    for r in table_rows:
+        table.add_row(
+            r.distribution, r.block, f"{r.sqnr_db:.2f}", f"{r.max_abs_error:.3g}",
+            f"{r.bf16_bytes:,} -> {r.nvfp4_bytes:,}", f"{r.bf16_bytes / r.nvfp4_bytes:.2f}x",
+        )
+    console.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the versions of nvfp4_compiler, torch and triton."""
+    import torch
+
+    from . import __version__
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    print(f"nvfp4_compiler {__version__}, torch {torch.__version__}, triton {triton_version}")
+
+
+if __name__ == "__main__":
+    app()
