@@ -1,0 +1,132 @@
+"""``nvfp4.compile``, ``nvfp4.calibrate`` and ``nvfp4.report``: the public entry points."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict
+
+import torch
+import torch.fx as fx
+from rich.progress import Progress
+from torch import nn
+
+from . import ops
+from .capture import CaptureError, NVFP4Backend
+from .config import Config
+from .report import Report, latest_per_name
+
+
+class NVFP4Module(nn.Module):
+    """A model whose eligible GEMMs run in NVFP4. Call it like the original model.
+
+    Built by :func:`compile`. The first call (and the first call with each new input shape)
+    captures graphs and rewrites them; later calls with the same shapes reuse them.
+    """
+
+    def __init__(self, model: nn.Module, config: Config):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.backend = NVFP4Backend(model, config)
+        self._compiled = torch.compile(model, backend=self.backend, dynamic=False, fullgraph=config.fullgraph)
+
+    def forward(self, *args, **kwargs):
+        try:
+            out = self._compiled(*args, **kwargs)
+        except torch._dynamo.exc.Unsupported as err:
+            raise CaptureError(_capture_message(self.model, err)) from err
+        except torch._dynamo.exc.BackendCompilerFailed as err:
+            raise err.inner_exception from err  # a pass failed: show its own error, not Dynamo's wrapper
+        if not self.backend.graphs and _linear_names(self.model):
+            raise CaptureError(
+                f"{type(self.model).__name__}: TorchDynamo captured no graph, so nothing was quantized "
+                "(the whole forward ran eagerly; set TORCH_LOGS=graph_breaks to see why)"
+            )
+        return out
+
+    def report(self) -> Report:
+        """What was quantized, fused and left out, over every graph captured so far."""
+        return report(self)
+
+
+def compile(model: nn.Module, config: Config | None = None, **overrides) -> NVFP4Module:
+    """Compile ``model`` so every eligible GEMM runs in NVFP4 (W4A4, NVFP4_SPEC.md).
+
+    Args:
+        model: any ``nn.Module``; it is not modified (weights are quantized into the graphs).
+        config: a :class:`Config`; keyword ``overrides`` replace its fields
+            (``nvfp4.compile(model, exclude=("proj_out",))``).
+
+    Returns:
+        An :class:`NVFP4Module`. Capture happens on the first call, per input shape.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    config = config or Config()
+    if overrides:
+        config = Config(**{**_config_fields(config), **overrides})
+    return NVFP4Module(model, config)
+
+
+def report(compiled: NVFP4Module) -> Report:
+    """The :class:`Report` of a compiled model (call the model at least once first)."""
+    if not isinstance(compiled, NVFP4Module):
+        raise TypeError(f"compiled: expected the result of nvfp4.compile, got {type(compiled).__name__}")
+    graphs = compiled.backend.graphs
+    sites = latest_per_name((s for g in graphs for s in g.context.sites), key=lambda s: s.name)
+    seen = {s.name for s in sites}
+    boundaries = latest_per_name((b for g in graphs for b in g.context.boundaries), key=lambda b: b.producer)
+    uncaptured = [n for n in _linear_names(compiled.model) if n not in seen] if graphs else []
+    distinct_graphs = len({_graph_signature(g.graph_module) for g in graphs})
+    return Report(sites, boundaries, distinct_graphs, len(graphs), uncaptured, _config_fields(compiled.config))
+
+
+def calibrate(compiled: NVFP4Module, batches: Iterable, *, progress: bool = True) -> dict[str, float]:
+    """Record static activation amax values by running ``batches`` through a compiled model.
+
+    Needs ``Config(activation_scales="static")``. Each batch is a tuple of positional arguments
+    or a dict of keyword arguments. The per-tensor amax of every quantized activation becomes
+    the max |x| seen over all batches. Returns {buffer name: amax}.
+    """
+    if compiled.config.activation_scales != "static":
+        raise ValueError("compiled: calibrate needs a model compiled with activation_scales='static'")
+    batches = list(batches)
+    if not batches:
+        raise ValueError("batches: expected at least one batch")
+    with torch.no_grad(), Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("calibrating", total=len(batches))
+        for batch in batches:
+            args, kwargs = (batch, {}) if isinstance(batch, (tuple, list)) else ((), batch)
+            compiled.backend.calibrating = True
+            try:
+                compiled(*args, **kwargs)
+            finally:
+                compiled.backend.calibrating = False
+            bar.advance(task)
+    return {
+        f"graph{i}.{name}": float(buf)
+        for i, g in enumerate(compiled.backend.graphs)
+        for name, buf in g.graph_module.named_buffers()
+        if name.startswith("_nvfp4_amax_")
+    }
+
+
+def _config_fields(config: Config) -> dict:
+    return {k: v for k, v in asdict(config).items() if not k.startswith("_")}
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
+def _graph_signature(gm: fx.GraphModule) -> str:
+    """Graphs recompiled for new shapes have the same code: count them once."""
+    return "\n".join(str(n.target) for n in gm.graph.nodes if n.op == "call_function" and n.target is not ops.QUANTIZE)
+
+
+def _capture_message(model: nn.Module, err: Exception) -> str:
+    lines = [ln for ln in str(err).strip().splitlines() if ln.strip()]
+    return (
+        f"{type(model).__name__} cannot be captured as one graph (Config.fullgraph=True): "
+        + " | ".join(lines[:8])
+    )

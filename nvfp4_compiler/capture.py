@@ -1,0 +1,139 @@
+"""Capture: model + example inputs -> torch.fx graphs, through TorchDynamo.
+
+``torch.fx.symbolic_trace`` fails on real video transformers (shape-dependent slicing in RoPE,
+data-dependent branches). TorchDynamo captures what it can into FX graphs and breaks the graph
+around what it cannot, so capture survives; ``torch.compile`` hands each graph to a backend,
+which is where the NVFP4 pipeline runs (:class:`NVFP4Backend`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .calibration import run_observing
+from .config import Config
+from .passes.base import CompileContext, parameter_name_from_source
+from .pipeline import run_pipeline
+
+
+class CaptureError(RuntimeError):
+    """A model (or part of it) could not be captured into a graph; the message says where and why."""
+
+
+@dataclass
+class CapturedGraph:
+    """One graph the backend compiled, after the pipeline rewrote it."""
+
+    graph_module: fx.GraphModule
+    context: CompileContext
+
+
+class _WeightWatch:
+    """Re-quantizes a pre-quantized weight when its parameter changes in place (optimizer step,
+    ``load_state_dict``): the graph keeps NVFP4 copies, so they must not go stale."""
+
+    def __init__(self, gm: fx.GraphModule, arg_index: int, prefix: str, tensor: torch.Tensor):
+        self.gm, self.arg_index, self.prefix = gm, arg_index, prefix
+        self.version = tensor._version
+
+    def refresh_if_changed(self, args) -> None:
+        weight = args[self.arg_index]
+        if weight._version == self.version:
+            return
+        from .format import quantize
+
+        q = quantize(weight.detach(), block=(1, 16))
+        getattr(self.gm, f"{self.prefix}_data").copy_(q.data)
+        getattr(self.gm, f"{self.prefix}_scale").copy_(q.scale)
+        getattr(self.gm, f"{self.prefix}_global_scale").copy_(q.global_scale)
+        self.version = weight._version
+
+
+class NVFP4Backend:
+    """A ``torch.compile`` backend that runs the NVFP4 pipeline on every graph Dynamo captures."""
+
+    def __init__(self, model: nn.Module, config: Config):
+        self.config = config
+        self.param_names = {id(p): name for name, p in model.named_parameters()}
+        self.num_blocks = _count_blocks(model, config)
+        self.graphs: list[CapturedGraph] = []
+        self.calibrating = False  # set by nvfp4.calibrate: run graphs through the amax observer
+
+    def __call__(self, gm: fx.GraphModule, example_inputs: list) -> object:
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        param_names, params, arg_index = {}, {}, {}
+        for i, (node, value) in enumerate(zip(placeholders, example_inputs)):
+            name = self.param_names.get(id(value)) or _source_parameter_name(node)
+            if name is not None and isinstance(value, torch.Tensor):
+                param_names[node.name], params[node.name], arg_index[node.name] = name, value, i
+        ctx = CompileContext(self.config, len(self.graphs), param_names, params, self.num_blocks)
+        gm = run_pipeline(gm, ctx)
+        self.graphs.append(CapturedGraph(gm, ctx))
+        watches = _weight_watches(gm, arg_index, params)
+        runner = gm.forward
+
+        def run(*args):
+            for watch in watches:
+                watch.refresh_if_changed(args)
+            if self.calibrating:
+                return run_observing(gm, args)
+            return runner(*args)
+
+        return run
+
+
+def _source_parameter_name(node: fx.Node) -> str | None:
+    grapharg = node.meta.get("grapharg")
+    source = getattr(grapharg, "source", None)
+    return parameter_name_from_source(source.name) if source is not None else None
+
+
+def _weight_watches(gm: fx.GraphModule, arg_index: dict[str, int], params: dict[str, torch.Tensor]):
+    """One watch per pre-quantized weight, found from the get_attr buffers quantize_gemms added."""
+    from . import ops
+
+    watches = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target is not ops.GEMM:
+            continue
+        prefix = node.args[3].target.removesuffix("_data")
+        weight_placeholder = node.meta.get("nvfp4_weight_placeholder")
+        if weight_placeholder in arg_index:
+            watches.append(_WeightWatch(gm, arg_index[weight_placeholder], prefix, params[weight_placeholder]))
+    return watches
+
+
+def _count_blocks(model: nn.Module, config: Config) -> int:
+    indices = {config.block_index(name + ".") for name, _ in model.named_modules()}
+    indices.discard(None)
+    return max(indices) + 1 if indices else 0
+
+
+def capture_graphs(model: nn.Module, *args, **kwargs) -> list[fx.GraphModule]:
+    """The FX graphs TorchDynamo captures for ``model(*args, **kwargs)``, unmodified (for inspection)."""
+    graphs: list[fx.GraphModule] = []
+
+    def record(gm: fx.GraphModule, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(model, backend=record, dynamic=False)(*args, **kwargs)
+    torch._dynamo.reset()
+    return graphs
+
+
+def export_graph(model: nn.Module, args: tuple, kwargs: dict | None = None) -> torch.export.ExportedProgram:
+    """One whole graph through ``torch.export`` (for checkpoint/ONNX export); errors name the cause."""
+    try:
+        return torch.export.export(model, args, kwargs or {})
+    except Exception as err:  # torch.export raises many exception types; all mean "cannot capture"
+        raise CaptureError(f"torch.export could not capture {type(model).__name__} as one graph: {_first_lines(err)}") from err
+
+
+def _first_lines(err: BaseException, n: int = 12) -> str:
+    return "\n".join(str(err).strip().splitlines()[:n])

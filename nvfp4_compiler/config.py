@@ -1,0 +1,89 @@
+"""``Config``: what ``nvfp4.compile`` quantizes and how. Validated on creation."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+
+ACTIVATION_SCALE_MODES = ("dynamic", "static")
+BACKENDS = ("auto", "reference", "triton", "native")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Options of :func:`nvfp4_compiler.compile`.
+
+    Attributes:
+        include: module-name globs of the linears to quantize (``"*"``: all of them).
+        exclude: module-name globs to keep in bf16, checked after ``include``
+            (e.g. ``("proj_out", "*.time_embed.*")``).
+        keep_first_blocks_bf16: keep the linears of the first N transformer blocks in bf16.
+        keep_last_blocks_bf16: keep the linears of the last N blocks in bf16 (NVIDIA's recipe
+            keeps about 15% of linear layers, mostly at the end, in bf16 for training).
+        block_pattern: regular expression whose first group is the block index in a module
+            name; the default matches ``blocks.3.``, ``layers.3.`` and ``transformer_blocks.3.``.
+        activation_scales: ``"dynamic"`` computes each activation's per-tensor amax per call;
+            ``"static"`` uses amax values recorded by :func:`nvfp4_compiler.calibrate`.
+        backend: ``"auto"`` picks per device and shape; or force ``"reference"`` (pure PyTorch,
+            any device), ``"triton"`` or ``"native"``.
+        fuse_epilogues: fold bias, activation, gate/residual and the next quantization's amax
+            into each GEMM (turn off to inspect the unfused graph).
+        pad_k: quantize linears whose in_features is not a multiple of 16 by zero-padding K;
+            off by default, so such layers stay in bf16 and are reported.
+        fullgraph: require one graph per forward; a graph break then raises
+            :class:`nvfp4_compiler.CaptureError` naming where and why.
+    """
+
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    keep_first_blocks_bf16: int = 0
+    keep_last_blocks_bf16: int = 0
+    block_pattern: str = r"(?:^|\.)(?:blocks|layers|transformer_blocks)\.(\d+)\."
+    activation_scales: str = "dynamic"
+    backend: str = "auto"
+    fuse_epilogues: bool = True
+    pad_k: bool = False
+    fullgraph: bool = False
+    _block_regex: re.Pattern = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("include", "exclude"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise TypeError(f"{name}: expected a tuple of glob strings, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        for name in ("keep_first_blocks_bf16", "keep_last_blocks_bf16"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+        if self.activation_scales not in ACTIVATION_SCALE_MODES:
+            raise ValueError(f"activation_scales: expected one of {ACTIVATION_SCALE_MODES}, got {self.activation_scales!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
+        try:
+            regex = re.compile(self.block_pattern)
+        except re.error as err:
+            raise ValueError(f"block_pattern: not a valid regular expression ({err})") from None
+        if regex.groups < 1:
+            raise ValueError("block_pattern: needs one group capturing the block index")
+        object.__setattr__(self, "_block_regex", regex)
+
+    def block_index(self, module_name: str) -> int | None:
+        """Index of the transformer block a module belongs to, or None."""
+        match = self._block_regex.search(module_name)
+        return int(match.group(1)) if match else None
+
+    def exclusion_reason(self, module_name: str, num_blocks: int) -> str | None:
+        """Why ``module_name`` stays in bf16 by configuration, or None if it may be quantized."""
+        if not any(fnmatch.fnmatchcase(module_name, g) for g in self.include):
+            return f"not matched by include={self.include}"
+        for pattern in self.exclude:
+            if fnmatch.fnmatchcase(module_name, pattern):
+                return f"excluded by pattern {pattern!r}"
+        index = self.block_index(module_name)
+        if index is not None and index < self.keep_first_blocks_bf16:
+            return f"block {index} is among the first {self.keep_first_blocks_bf16} kept in bf16"
+        if index is not None and index >= num_blocks - self.keep_last_blocks_bf16:
+            return f"block {index} is among the last {self.keep_last_blocks_bf16} kept in bf16"
+        return None

@@ -1,0 +1,6 @@
+"""Embedded models: a Wan-style causal video DiT with ``tiny``, ``wan-1.3b`` and ``wan-5b`` configs."""
+
+from .configs import CONFIGS, VideoDiTConfig, get_config
+from .wan import VideoDiT, build_model, example_inputs
+
+__all__ = ["CONFIGS", "VideoDiT", "VideoDiTConfig", "build_model", "example_inputs", "get_config"]

@@ -1,0 +1,44 @@
+"""Pass ``lower``: choose the backend that runs each nvfp4 op, by device and shape.
+
+Matches:  every nvfp4.quantize / nvfp4.gemm / nvfp4.dequantize node
+Rewrite:  its ``backend`` argument (the last) set to the backend chosen for its device
+
+Requires: ``quantize_gemms`` (and optionally ``fuse_epilogues``) has run.
+Ensures: every nvfp4 op names an implemented backend; each GEMM site records which one, and
+the strategy it uses.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from .. import ops
+from ..backends import resolve_backend
+from .base import CompileContext, PassResult, example_value, is_call
+
+NVFP4_OPS = (ops.QUANTIZE, ops.GEMM, ops.DEQUANTIZE)
+STRATEGIES = {
+    "reference": "dequantize tiles to fp32, torch.matmul, epilogue in fp32 (activation quantized by a separate op)",
+}
+
+
+def lower(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
+    """Fill in the backend of every nvfp4 op (see module docstring)."""
+    count = 0
+    for node in gm.graph.nodes:
+        if not is_call(node, NVFP4_OPS):
+            continue
+        value = example_value(node.args[0])
+        device = value.device if value is not None else torch.device("cpu")
+        backend, _why = resolve_backend(ctx.config.backend, device)
+        node.args = (*node.args[:-1], backend)
+        if node.target is ops.GEMM:
+            site = ctx.site_of_node[node.name]
+            site.backend = backend
+            site.strategy = STRATEGIES.get(backend, backend)
+        count += 1
+    gm.recompile()
+    unresolved = [n.name for n in gm.graph.nodes if is_call(n, NVFP4_OPS) and not n.args[-1]]
+    assert not unresolved, f"lower: ops left without a backend: {unresolved}"
+    return PassResult(gm, count > 0, count)

@@ -1,0 +1,138 @@
+"""Pass ``quantize_gemms``: put every eligible linear into NVFP4 (W4A4).
+
+Matches:
+    y = linear(x, W, b)                  W a parameter [N, K], K % 16 == 0 (or Config.pad_k),
+                                         float dtype, not excluded by Config
+Rewrite to:
+    xd, xs, xg = nvfp4.quantize(x, amax, 1)          one per distinct x: q/k/v share theirs
+    y, _ = nvfp4.gemm(xd, xs, xg, Wd, Ws, Wg, b, "none", None, None, dtype)
+where Wd/Ws/Wg are the weight pre-quantized once at compile time (1x16 blocks), held as
+buffers of the graph module, and ``amax`` is None (dynamic: the tensor's own amax each call) or
+a calibrated buffer (Config.activation_scales == "static").
+
+Requires: a graph with fake-tensor metadata (Dynamo's ``example_value`` or export's ``val``).
+Ensures: no eligible linear is left; every linear left is recorded with the reason it stays.
+"""
+
+from __future__ import annotations
+
+
+import torch
+import torch.fx as fx
+
+from .. import ops
+from ..format import quantize
+from .base import (
+    LINEAR_TARGETS,
+    CompileContext,
+    GemmSite,
+    PassResult,
+    copy_meta_value,
+    example_value,
+    getitem,
+    is_call,
+)
+
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+UNLOWERED = "reference"  # backend until `lower` chooses one
+
+
+def _linear_args(node: fx.Node) -> tuple[fx.Node, fx.Node, fx.Node | None]:
+    args = list(node.args) + [None] * (3 - len(node.args))
+    x = node.kwargs.get("input", args[0])
+    w = node.kwargs.get("weight", args[1])
+    b = node.kwargs.get("bias", args[2])
+    return x, w, b
+
+
+def _ineligible_reason(ctx: CompileContext, name: str | None, x, w) -> str | None:
+    xv, wv = example_value(x), example_value(w)
+    if name is None:
+        return "weight is not a parameter of the model (activation x activation product)"
+    if wv is None or xv is None or wv.dim() != 2:
+        return "weight is not a 2-D tensor with known shape"
+    if wv.dtype not in FLOAT_DTYPES or xv.dtype not in FLOAT_DTYPES:
+        return f"unsupported dtype {xv.dtype} x {wv.dtype}"
+    k = wv.shape[1]
+    if k % 16 and not ctx.config.pad_k:
+        return f"K={k} is not a multiple of 16 (Config.pad_k=False)"
+    return ctx.config.exclusion_reason(name, ctx.num_blocks)
+
+
+def _register_weight(gm: fx.GraphModule, prefix: str, weight: torch.Tensor) -> tuple[str, str, str, int]:
+    q = quantize(weight.detach(), block=(1, 16))
+    names = (f"{prefix}_data", f"{prefix}_scale", f"{prefix}_global_scale")
+    for attr, tensor in zip(names, (q.data, q.scale, q.global_scale)):
+        gm.register_buffer(attr, tensor)
+    return (*names, q.nbytes)
+
+
+def _static_amax_buffer(gm: fx.GraphModule, index: int, device: torch.device) -> str:
+    name = f"_nvfp4_amax_{index}"
+    # NaN marks "not calibrated yet"; calibrate() fills it with the observed max |x|.
+    gm.register_buffer(name, torch.full((), float("nan"), device=device))
+    return name
+
+
+def quantize_gemms(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
+    """Rewrite eligible linears into nvfp4.quantize + nvfp4.gemm (see module docstring)."""
+    graph = gm.graph
+    quantized_inputs: dict[fx.Node, tuple[fx.Node, fx.Node, fx.Node]] = {}
+    count = 0
+    for node in list(graph.nodes):
+        if not is_call(node, LINEAR_TARGETS):
+            continue
+        x, w, b = _linear_args(node)
+        wname = ctx.param_names.get(w.name) if isinstance(w, fx.Node) else None
+        module = wname.rsplit(".", 1)[0] if wname else f"<{node.name}>"
+        xv, wv, yv = example_value(x), example_value(w), example_value(node)
+        n, k = (wv.shape if wv is not None and wv.dim() == 2 else (0, 0))
+        m = xv.numel() // max(k, 1) if xv is not None else 0
+        site = GemmSite(module, ctx.graph_id, m, k, n, yv.dtype if yv is not None else torch.float32)
+        ctx.sites.append(site)
+        reason = _ineligible_reason(ctx, wname, x, w)
+        if reason is not None:
+            site.reason = reason
+            site.weight_bytes_before = site.weight_bytes_after = wv.numel() * wv.element_size() if wv is not None else 0
+            continue
+
+        prefix = f"_nvfp4_w{count}"
+        wd, ws, wg, qbytes = _register_weight(gm, prefix, ctx.params[w.name])
+        site.weight_bytes_before = wv.numel() * wv.element_size()
+        site.weight_bytes_after = qbytes
+        with graph.inserting_before(node):
+            if x not in quantized_inputs:
+                amax = None
+                if ctx.config.activation_scales == "static":
+                    amax = graph.get_attr(_static_amax_buffer(gm, len(quantized_inputs), xv.device))
+                q = graph.call_function(ops.QUANTIZE, (x, amax, 1, UNLOWERED))
+                q.meta["nvfp4_input_of"] = []
+                quantized_inputs[x] = (getitem(graph, q, 0), getitem(graph, q, 1), getitem(graph, q, 2))
+            xd, xs, xg = quantized_inputs[x]
+            xd.args[0].meta["nvfp4_input_of"].append(module)
+            weights = [graph.get_attr(a) for a in (wd, ws, wg)]
+            gemm = graph.call_function(ops.GEMM, (xd, xs, xg, *weights, b, "none", None, None, site.dtype, UNLOWERED))
+            gemm.meta["nvfp4_weight_placeholder"] = w.name  # lets the runtime re-quantize a changed weight
+            out = getitem(graph, gemm, 0)
+        copy_meta_value(out, yv)
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+        site.quantized = True
+        site.input_scale = ctx.config.activation_scales
+        if b is not None:
+            site.epilogue.append("bias")
+        ctx.site_of_node[gemm.name] = site
+        count += 1
+
+    graph.eliminate_dead_code()
+    gm.recompile()
+    _check(gm, ctx)
+    return PassResult(gm, count > 0, count)
+
+
+def _check(gm: fx.GraphModule, ctx: CompileContext) -> None:
+    """Invariant: the linears left in the graph are exactly the sites recorded as not quantized."""
+    left = sum(1 for n in gm.graph.nodes if is_call(n, LINEAR_TARGETS))
+    kept = sum(1 for s in ctx.sites if not s.quantized)
+    assert left == kept, f"quantize_gemms: {left} linears left in the graph but {kept} recorded as kept"
+    gm.graph.lint()
