@@ -10,7 +10,7 @@ import torch.fx as fx
 from rich.progress import Progress
 from torch import nn
 
-from . import ops
+from . import eager_fallback, ops
 from .capture import CaptureError, NVFP4Backend
 from .config import Config
 from .report import Report, latest_per_name
@@ -28,21 +28,38 @@ class NVFP4Module(nn.Module):
         self.model = model
         self.config = config
         self.backend = NVFP4Backend(model, config)
+        # Linears that Dynamo leaves to eager Python (after a graph break it cannot resume from)
+        # still run in NVFP4, through the same ops; the report lists them.
+        self._in_call = {"on": False}
+        self.eager_linears, self._eager_handles = eager_fallback.install(model, config, self._eligible, self._in_call)
         self._compiled = torch.compile(model, backend=self.backend, dynamic=False, fullgraph=config.fullgraph)
 
     def forward(self, *args, **kwargs):
+        self._in_call["on"] = True
         try:
             out = self._compiled(*args, **kwargs)
         except torch._dynamo.exc.Unsupported as err:
             raise CaptureError(_capture_message(self.model, err)) from err
         except torch._dynamo.exc.BackendCompilerFailed as err:
             raise err.inner_exception from err  # a pass failed: show its own error, not Dynamo's wrapper
+        finally:
+            self._in_call["on"] = False
         if not self.backend.graphs and _linear_names(self.model):
             raise CaptureError(
                 f"{type(self.model).__name__}: TorchDynamo captured no graph, so nothing was quantized "
                 "(the whole forward ran eagerly; set TORCH_LOGS=graph_breaks to see why)"
             )
         return out
+
+    def _eligible(self, name: str, linear: nn.Linear) -> bool:
+        k_ok = linear.in_features % 16 == 0 or self.config.pad_k
+        return k_ok and self.config.exclusion_reason(name, self.backend.num_blocks) is None
+
+    def restore(self) -> nn.Module:
+        """Undo the eager-fallback forwards installed on the model's linears; return the model."""
+        eager_fallback.uninstall(self._eager_handles)
+        self._eager_handles = []
+        return self.model
 
     def report(self) -> Report:
         """What was quantized, fused and left out, over every graph captured so far."""
@@ -76,9 +93,10 @@ def report(compiled: NVFP4Module) -> Report:
     sites = latest_per_name((s for g in graphs for s in g.context.sites), key=lambda s: s.name)
     seen = {s.name for s in sites}
     boundaries = latest_per_name((b for g in graphs for b in g.context.boundaries), key=lambda b: b.producer)
-    uncaptured = [n for n in _linear_names(compiled.model) if n not in seen] if graphs else []
+    eager = sorted(compiled.eager_linears - seen)
+    uncaptured = [n for n in _linear_names(compiled.model) if n not in seen and n not in eager] if graphs else []
     distinct_graphs = len({_graph_signature(g.graph_module) for g in graphs})
-    return Report(sites, boundaries, distinct_graphs, len(graphs), uncaptured, _config_fields(compiled.config))
+    return Report(sites, boundaries, distinct_graphs, len(graphs), uncaptured, eager, _config_fields(compiled.config))
 
 
 def calibrate(compiled: NVFP4Module, batches: Iterable, *, progress: bool = True) -> dict[str, float]:

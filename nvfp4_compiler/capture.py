@@ -14,10 +14,10 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .calibration import run_observing
 from .config import Config
 from .passes.base import CompileContext, parameter_name_from_source
 from .pipeline import run_pipeline
+from .runtime import GraphRunner, WeightCache, WeightSlot
 
 
 class CaptureError(RuntimeError):
@@ -32,27 +32,6 @@ class CapturedGraph:
     context: CompileContext
 
 
-class _WeightWatch:
-    """Re-quantizes a pre-quantized weight when its parameter changes in place (optimizer step,
-    ``load_state_dict``): the graph keeps NVFP4 copies, so they must not go stale."""
-
-    def __init__(self, gm: fx.GraphModule, arg_index: int, prefix: str, tensor: torch.Tensor):
-        self.gm, self.arg_index, self.prefix = gm, arg_index, prefix
-        self.version = tensor._version
-
-    def refresh_if_changed(self, args) -> None:
-        weight = args[self.arg_index]
-        if weight._version == self.version:
-            return
-        from .format import quantize
-
-        q = quantize(weight.detach(), block=(1, 16))
-        getattr(self.gm, f"{self.prefix}_data").copy_(q.data)
-        getattr(self.gm, f"{self.prefix}_scale").copy_(q.scale)
-        getattr(self.gm, f"{self.prefix}_global_scale").copy_(q.global_scale)
-        self.version = weight._version
-
-
 class NVFP4Backend:
     """A ``torch.compile`` backend that runs the NVFP4 pipeline on every graph Dynamo captures."""
 
@@ -62,6 +41,7 @@ class NVFP4Backend:
         self.num_blocks = _count_blocks(model, config)
         self.graphs: list[CapturedGraph] = []
         self.calibrating = False  # set by nvfp4.calibrate: run graphs through the amax observer
+        self.weight_cache = WeightCache()  # shared by all graphs: each parameter quantized once
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list) -> object:
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -73,17 +53,7 @@ class NVFP4Backend:
         ctx = CompileContext(self.config, len(self.graphs), param_names, params, self.num_blocks)
         gm = run_pipeline(gm, ctx)
         self.graphs.append(CapturedGraph(gm, ctx))
-        watches = _weight_watches(gm, arg_index, params)
-        runner = gm.forward
-
-        def run(*args):
-            for watch in watches:
-                watch.refresh_if_changed(args)
-            if self.calibrating:
-                return run_observing(gm, args)
-            return runner(*args)
-
-        return run
+        return GraphRunner(gm, ctx, _weight_slots(gm, arg_index, ctx), self.weight_cache, self.param_names, self)
 
 
 def _source_parameter_name(node: fx.Node) -> str | None:
@@ -92,19 +62,17 @@ def _source_parameter_name(node: fx.Node) -> str | None:
     return parameter_name_from_source(source.name) if source is not None else None
 
 
-def _weight_watches(gm: fx.GraphModule, arg_index: dict[str, int], params: dict[str, torch.Tensor]):
-    """One watch per pre-quantized weight, found from the get_attr buffers quantize_gemms added."""
+def _weight_slots(gm: fx.GraphModule, arg_index: dict[str, int], ctx: CompileContext) -> list[WeightSlot]:
+    """One slot per GEMM weight, found from the get_attr buffers quantize_gemms added."""
     from . import ops
 
-    watches = []
+    slots = []
     for node in gm.graph.nodes:
-        if node.op != "call_function" or node.target is not ops.GEMM:
-            continue
-        prefix = node.args[3].target.removesuffix("_data")
-        weight_placeholder = node.meta.get("nvfp4_weight_placeholder")
-        if weight_placeholder in arg_index:
-            watches.append(_WeightWatch(gm, arg_index[weight_placeholder], prefix, params[weight_placeholder]))
-    return watches
+        if node.op == "call_function" and node.target is ops.GEMM:
+            placeholder = node.meta["nvfp4_weight_placeholder"]
+            prefix = node.args[3].target.removesuffix("_data")
+            slots.append(WeightSlot(arg_index[placeholder], prefix, ctx.site_of_node[node.name]))
+    return slots
 
 
 def _count_blocks(model: nn.Module, config: Config) -> int:

@@ -16,6 +16,8 @@ from .passes.base import Boundary, GemmSite
 class Report:
     """What ``nvfp4.compile`` did to a model, over every graph it captured so far.
 
+    ``eager_linears`` ran in NVFP4 outside any captured graph (after a graph break Dynamo could not
+    resume from); ``uncaptured_linears`` ran in bf16 outside any graph (excluded or ineligible).
     ``gemms`` and ``boundaries`` hold the latest compilation of each GEMM (recompiling for a new
     input shape replaces the earlier entries instead of adding to them).
     """
@@ -25,6 +27,7 @@ class Report:
     graphs: int
     compilations: int
     uncaptured_linears: list[str] = field(default_factory=list)
+    eager_linears: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
 
     @property
@@ -47,6 +50,7 @@ class Report:
                 "quantized": len(self.quantized),
                 "kept_bf16": len(self.kept),
                 "uncaptured_linears": len(self.uncaptured_linears),
+                "eager_nvfp4_linears": len(self.eager_linears),
                 "graphs": self.graphs,
                 "compilations": self.compilations,
                 "weight_bytes_before": before,
@@ -56,6 +60,7 @@ class Report:
             "gemms": [{**asdict(g), "dtype": str(g.dtype)} for g in self.gemms],
             "boundaries": [asdict(b) for b in self.boundaries],
             "uncaptured_linears": list(self.uncaptured_linears),
+            "eager_linears": list(self.eager_linears),
             "config": self.config,
         }
 
@@ -85,6 +90,9 @@ class Report:
         for b in self.boundaries:
             bounds.add_row(b.producer, ", ".join(b.consumers), f"{b.nbytes:,}", b.dtype)
         yield bounds
+        if self.eager_linears:
+            yield (f"[yellow]Linears run in NVFP4 outside captured graphs (eager fallback after a graph "
+                   f"break; no epilogue fusion):[/yellow] {', '.join(self.eager_linears)}")
         if self.uncaptured_linears:
             yield f"[red]Linears never captured in a graph (ran eagerly in bf16):[/red] {', '.join(self.uncaptured_linears)}"
 

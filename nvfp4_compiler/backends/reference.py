@@ -31,6 +31,11 @@ ACTIVATIONS = {
 def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int):
     """(data, scale, global_scale) of ``x`` quantized with 1x16 (tile_rows=1) or 16x16 blocks."""
     block = BLOCK_2D if tile_rows == 16 else (1, 16)
+    if amax is not None and bool(torch.isnan(amax)):
+        raise ValueError(
+            "amax: this static activation scale was never calibrated; run "
+            "nvfp4.calibrate(compiled, batches) before calling a model compiled with activation_scales='static'"
+        )
     q = quantize(x, block=block, amax=amax, nan="propagate")
     return q.data, q.scale, q.global_scale
 

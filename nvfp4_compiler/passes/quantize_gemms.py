@@ -45,9 +45,9 @@ def _linear_args(node: fx.Node) -> tuple[fx.Node, fx.Node, fx.Node | None]:
     return x, w, b
 
 
-def _ineligible_reason(ctx: CompileContext, name: str | None, x, w) -> str | None:
+def _ineligible_reason(ctx: CompileContext, module: str | None, x, w) -> str | None:
     xv, wv = example_value(x), example_value(w)
-    if name is None:
+    if module is None:
         return "weight is not a parameter of the model (activation x activation product)"
     if wv is None or xv is None or wv.dim() != 2:
         return "weight is not a 2-D tensor with known shape"
@@ -56,7 +56,7 @@ def _ineligible_reason(ctx: CompileContext, name: str | None, x, w) -> str | Non
     k = wv.shape[1]
     if k % 16 and not ctx.config.pad_k:
         return f"K={k} is not a multiple of 16 (Config.pad_k=False)"
-    return ctx.config.exclusion_reason(name, ctx.num_blocks)
+    return ctx.config.exclusion_reason(module, ctx.num_blocks)
 
 
 def _register_weight(gm: fx.GraphModule, prefix: str, weight: torch.Tensor) -> tuple[str, str, str, int]:
@@ -90,7 +90,7 @@ def quantize_gemms(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
         m = xv.numel() // max(k, 1) if xv is not None else 0
         site = GemmSite(module, ctx.graph_id, m, k, n, yv.dtype if yv is not None else torch.float32)
         ctx.sites.append(site)
-        reason = _ineligible_reason(ctx, wname, x, w)
+        reason = _ineligible_reason(ctx, module if wname else None, x, w)
         if reason is not None:
             site.reason = reason
             site.weight_bytes_before = site.weight_bytes_after = wv.numel() * wv.element_size() if wv is not None else 0

@@ -1,0 +1,93 @@
+"""Running a rewritten graph: bind its NVFP4 weight slots to the parameters actually passed.
+
+Dynamo reuses one compiled graph for every call of the same code with matching guards, e.g. the
+``forward`` of each of 30 identical blocks once a graph break makes blocks separate frames; the
+parameters arrive as graph inputs. A graph's pre-quantized weights therefore live in *slots*
+(get_attr buffers) that this runner points, on every call, at the NVFP4 copy of the parameter
+passed in that position, taken from a cache shared by all graphs (each parameter quantized once,
+again only when it changes in place).
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+
+from .calibration import run_observing
+from .format import NVFP4Tensor, quantize
+from .passes.base import CompileContext, GemmSite
+
+
+class WeightCache:
+    """NVFP4 copies of parameters, keyed by the parameter object and its version counter."""
+
+    def __init__(self):
+        self._entries: dict[int, tuple[weakref.ref, int, NVFP4Tensor]] = {}
+
+    def get(self, weight: torch.Tensor) -> NVFP4Tensor:
+        entry = self._entries.get(id(weight))
+        if entry is not None:
+            ref, version, q = entry
+            if ref() is weight and version == weight._version:
+                return q
+        q = quantize(weight.detach(), block=(1, 16))
+        self._entries[id(weight)] = (weakref.ref(weight), weight._version, q)
+        return q
+
+
+@dataclass
+class WeightSlot:
+    arg_index: int       # position of the weight among the graph's inputs
+    prefix: str          # buffers f"{prefix}_data", f"{prefix}_scale", f"{prefix}_global_scale"
+    site: GemmSite
+
+
+class GraphRunner:
+    """The callable returned to Dynamo for one rewritten graph."""
+
+    def __init__(self, gm: fx.GraphModule, ctx: CompileContext, slots: list[WeightSlot], cache: WeightCache,
+                 param_names: dict[int, str], backend):
+        self.gm, self.ctx, self.slots, self.cache = gm, ctx, slots, cache
+        self.param_names, self.backend = param_names, backend
+        self.bound: tuple[int, ...] | None = None
+        self.seen_weight_sets: set[tuple[int, ...]] = set()
+
+    def __call__(self, *args):
+        ids = tuple(id(args[s.arg_index]) for s in self.slots)
+        for slot in self.slots:
+            q = self.cache.get(args[slot.arg_index])
+            setattr(self.gm, f"{slot.prefix}_data", q.data)
+            setattr(self.gm, f"{slot.prefix}_scale", q.scale)
+            setattr(self.gm, f"{slot.prefix}_global_scale", q.global_scale)
+        if ids not in self.seen_weight_sets:
+            self.seen_weight_sets.add(ids)
+            self._record_reuse(args)
+        if self.backend.calibrating:
+            return run_observing(self.gm, args)
+        return self.gm.forward(*args)
+
+    def _record_reuse(self, args) -> None:
+        """The graph now runs with other modules' weights: report those modules' GEMMs too."""
+        renamed = []
+        for slot in self.slots:
+            name = self.param_names.get(id(args[slot.arg_index]))
+            module = name.rsplit(".", 1)[0] if name else slot.site.name
+            if module != slot.site.name:
+                renamed.append((slot.site, module))
+        if not renamed:
+            return
+        for site, module in renamed:
+            alias = copy.copy(site)
+            alias.name = module
+            alias.epilogue = list(site.epilogue)
+            self.ctx.sites.append(alias)
+        names = {site.name: module for site, module in renamed}
+        for boundary in list(self.ctx.boundaries):
+            if boundary.producer in names:
+                alias = copy.copy(boundary)
+                alias.producer = names[boundary.producer]
+                self.ctx.boundaries.append(alias)

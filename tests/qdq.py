@@ -1,0 +1,35 @@
+"""An independent eager twin of a compiled model: every quantized linear becomes
+``F.linear(dequantize(quantize(x)), dequantize(quantize(W)), b)`` with the same modules."""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import nvfp4_compiler as nvfp4
+
+
+class QDQLinear(nn.Module):
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x):
+        x_hat = nvfp4.quantize(x).dequantize(x.dtype)
+        w_hat = nvfp4.quantize(self.weight).dequantize(self.weight.dtype)
+        return F.linear(x_hat, w_hat, self.bias)
+
+
+def qdq_twin(model: nn.Module, quantized_names) -> nn.Module:
+    """A deep copy of ``model`` with the named linears replaced by QDQLinear."""
+    twin = copy.deepcopy(model)
+    for name in quantized_names:
+        parent_name, _, child = name.rpartition(".")
+        parent = twin.get_submodule(parent_name) if parent_name else twin
+        setattr(parent, child, QDQLinear(getattr(parent, child)))
+    return twin
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
