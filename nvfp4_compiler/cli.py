@@ -38,6 +38,41 @@ def roundtrip(
 
 
 @app.command()
+def demo(
+    config: str = typer.Option("tiny", help="Embedded model config (tiny runs in seconds on a CPU)."),
+    chunks: int = typer.Option(3, min=1, help="Video chunks to generate, one after another."),
+    steps: int = typer.Option(4, min=1, help="Denoising steps per chunk."),
+    seed: int = typer.Option(0, help="Seed of the weights and the noise."),
+    device: str = typer.Option("auto", help="'auto' (CUDA if available), 'cpu' or 'cuda'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Compile the embedded video DiT to NVFP4, generate video chunks, and compare with bf16."""
+    import torch
+
+    from .demo import run_demo
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter(f"expected auto, cpu or cuda, got {device!r}", param_hint="--device")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("no CUDA device is available", param_hint="--device")
+    result = run_demo(config, chunks, steps, seed, None if device == "auto" else torch.device(device),
+                      progress=not as_json)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    console.print(result.report)
+    table = Table(title=f"Generated chunks: NVFP4 vs bf16 ({config}, {steps} steps/chunk, {result.device})")
+    for col in ["chunk", "frames", "relative error", "SQNR (dB)", "finite"]:
+        table.add_column(col, justify="right")
+    for row in result.chunks:
+        table.add_row(str(row["chunk"]), row["frames"], f"{row['relative_error']:.4f}",
+                      f"{row['sqnr_db']:.2f}", "yes" if row["finite"] else "[red]NO[/red]")
+    console.print(table)
+    console.print(f"time: bf16 {result.seconds_bf16:.2f} s, NVFP4 {result.seconds_nvfp4:.2f} s "
+                  "(NVFP4 includes graph capture; the reference backend dequantizes in PyTorch)")
+
+
+@app.command()
 def version() -> None:
     """Print the versions of nvfp4_compiler, torch and triton."""
     import torch

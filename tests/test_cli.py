@@ -1,0 +1,49 @@
+"""The nvfp4 command line, through typer's runner and through the installed console script."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from nvfp4_compiler.cli import app
+
+runner = CliRunner()
+
+
+def test_roundtrip_json_reports_sqnr_and_bytes():
+    result = runner.invoke(app, ["roundtrip", "--rows", "32", "--cols", "64", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert len(rows) == 8
+    for row in rows:
+        assert 10 < row["sqnr_db"] < 30
+        assert row["bf16_bytes"] / row["nvfp4_bytes"] > 3
+
+
+def test_demo_generates_chunks_close_to_bf16():
+    result = runner.invoke(app, ["demo", "--chunks", "2", "--steps", "2", "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert [c["chunk"] for c in out["chunks"]] == [0, 1]
+    assert all(c["finite"] and 0 < c["relative_error"] < 0.3 for c in out["chunks"])
+    assert out["report"]["summary"]["quantized"] == 27
+
+
+def test_demo_rejects_bad_device():
+    result = runner.invoke(app, ["demo", "--device", "tpu"])
+    assert result.exit_code != 0
+    assert "--device" in result.output
+
+
+def test_installed_console_script_runs():
+    script = shutil.which("nvfp4", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.fail("the nvfp4 console script is not installed next to this Python (run ./setup.sh)")
+    proc = subprocess.run([script, "roundtrip", "--rows", "16", "--cols", "32"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "NVFP4 round trip" in proc.stdout and "gaussian" in proc.stdout
