@@ -1,33 +1,48 @@
 """Backends: implementations of the nvfp4 ops, chosen per op by the ``lower`` pass.
 
 - ``reference``: plain PyTorch on any device; the definition of correct.
-- ``triton``: generated kernels for Hopper and later GPUs (not built yet: selecting it raises).
-- ``native``: FP4 tensor cores on sm_100+ (not built yet).
+- ``triton``: generated kernels (NVFP4 tiles decoded in registers, tensor-core MMA); on CUDA GPUs
+  from Ampere on, and on CPU under ``TRITON_INTERPRET=1`` for tests.
+- ``native``: FP4 tensor cores on sm_100+ (planned; only its scale layout exists, in ``format``).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+
 import torch
 
-from . import reference
-
 KNOWN_BACKENDS = ("reference", "triton", "native")
-AVAILABLE_BACKENDS = {"reference": reference}
+_MODULES = {"reference": "nvfp4_compiler.backends.reference", "triton": "nvfp4_compiler.backends.triton"}
 
 
 def get_backend(name: str):
     """The module implementing the ops for backend ``name``."""
     if name not in KNOWN_BACKENDS:
         raise ValueError(f"backend: expected one of {KNOWN_BACKENDS}, got {name!r}")
-    if name not in AVAILABLE_BACKENDS:
-        raise NotImplementedError(f"backend: {name!r} is planned but not implemented yet; use 'reference'")
-    return AVAILABLE_BACKENDS[name]
+    if name not in _MODULES:
+        raise NotImplementedError(f"backend: {name!r} is planned but not implemented yet; use 'reference' or 'triton'")
+    try:
+        return importlib.import_module(_MODULES[name])
+    except ImportError as err:
+        raise RuntimeError(f"backend: {name!r} cannot be loaded ({err}); install triton or use 'reference'") from err
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Triton kernels run on CUDA GPUs of compute capability >= 8.0, or anywhere under the interpreter."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def resolve_backend(requested: str, device: torch.device) -> tuple[str, str]:
     """(backend, why) for ``requested`` ("auto" or a name) on ``device``."""
     if requested != "auto":
         get_backend(requested)
+        if requested == "triton" and not triton_usable(device):
+            raise ValueError(f"backend: 'triton' needs a CUDA GPU (sm_80+) or TRITON_INTERPRET=1, got device {device}")
         return requested, "requested in Config.backend"
-    # Triton and native kernels are not built yet, so "auto" means the reference everywhere.
-    return "reference", f"auto on {device.type}: the only implemented backend"
+    if device.type == "cuda" and triton_usable(device):
+        return "triton", f"auto on {torch.cuda.get_device_name(device)}"
+    return "reference", f"auto on {device.type}: no GPU kernels here"

@@ -20,6 +20,8 @@ from .base import CompileContext, PassResult, example_value, is_call
 NVFP4_OPS = (ops.QUANTIZE, ops.GEMM, ops.DEQUANTIZE)
 STRATEGIES = {
     "reference": "dequantize tiles to fp32, torch.matmul, epilogue in fp32 (activation quantized by a separate op)",
+    "triton": "NVFP4 tiles decoded in registers, fp16 tensor-core MMA, fused epilogue; activation "
+              "quantized by a separate one-read kernel (amax from the producer's epilogue when fused)",
 }
 
 

@@ -1,0 +1,55 @@
+"""Benchmark: Triton NVFP4 quantization vs the device-to-device copy bandwidth (same run).
+
+Bytes counted: input read + packed data and scales written (and, with the amax not given, the
+extra read of the amax pass). Target (issue): >= 90% of copy bandwidth.
+
+    python benchmarks/bench_quantize.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import WORKLOADS, bench_ms, copy_bandwidth_gbs, environment, print_table, rotations_for, write_json  # noqa: E402
+
+
+def run(json_path: str | None = None) -> dict:
+    from nvfp4_compiler.backends.triton.quantize import quantize
+
+    copy_gbs = copy_bandwidth_gbs()
+    rows, results = [], []
+    for model, (dim, ffn, tokens, _) in WORKLOADS.items():
+        for k in (dim, ffn):
+            m = tokens
+            in_bytes = m * k * 2
+            out_bytes = m * k // 2 + m * k // 16
+            n_rot = rotations_for(in_bytes + out_bytes)
+            xs = [torch.randn(m, k, device="cuda", dtype=torch.bfloat16) for _ in range(n_rot)]
+            amaxes = [x.abs().amax().float() for x in xs]
+            given = bench_ms(lambda i: quantize(xs[i], amaxes[i]), n_rot)
+            dynamic = bench_ms(lambda i: quantize(xs[i], None), n_rot)
+            bw_given = (in_bytes + out_bytes) / given / 1e6
+            bw_dynamic = (2 * in_bytes + out_bytes) / dynamic / 1e6
+            row = {"model": model, "shape": [m, k], "ms_amax_given": given, "ms_amax_dynamic": dynamic,
+                   "gbs_amax_given": bw_given, "gbs_amax_dynamic": bw_dynamic,
+                   "ratio_to_copy_given": bw_given / copy_gbs, "ratio_to_copy_dynamic": bw_dynamic / copy_gbs}
+            results.append(row)
+            rows.append([model, f"{m}x{k}", given * 1e3, bw_given, row["ratio_to_copy_given"],
+                         dynamic * 1e3, bw_dynamic, row["ratio_to_copy_dynamic"]])
+            del xs
+    print_table(f"NVFP4 quantize (bf16 in), copy bandwidth {copy_gbs:.0f} GB/s",
+                ["model", "M x K", "us (amax given)", "GB/s", "x copy", "us (dynamic)", "GB/s", "x copy"], rows)
+    payload = {"environment": environment(), "copy_gbs": copy_gbs, "results": results}
+    write_json(json_path, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=None, help="write results here")
+    run(parser.parse_args().json)

@@ -1,0 +1,79 @@
+"""Shared benchmark helpers: shapes from DESIGN.md, timing, environment, table + JSON output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+
+import torch
+
+# (model, dim, ffn, chunk tokens, text tokens) of DESIGN.md's reference workloads.
+WORKLOADS = {"wan-1.3b": (1536, 8960, 4680, 512), "wan-5b": (3072, 14336, 7040, 512)}
+SMALL_M = (1, 16, 64)
+
+
+def block_gemms(model: str) -> list[tuple[str, int, int, str]]:
+    """(name, K, N, epilogue) of every distinct GEMM of one block; q/k/v/o and cross-attn share shapes."""
+    dim, ffn, _, _ = WORKLOADS[model]
+    return [
+        ("attn qkv/o", dim, dim, "bias"),
+        ("ffn up", dim, ffn, "bias+gelu_tanh"),
+        ("ffn down", ffn, dim, "bias+gate+residual"),
+    ]
+
+
+def bench_ms(fn, rotations: int = 1, warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    """Median ms of ``fn(i)`` over rotating input sets i (keeps memory-bound cases out of L2)."""
+    import triton
+
+    state = {"i": 0}
+
+    def step():
+        fn(state["i"] % rotations)
+        state["i"] += 1
+
+    return float(triton.testing.do_bench(step, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def rotations_for(bytes_per_set: int, target_bytes: int = 256 * 2**20, cap: int = 32) -> int:
+    """How many copies of the inputs to cycle through so they cannot stay in L2 (50 MB on H100)."""
+    return max(1, min(cap, -(-target_bytes // max(bytes_per_set, 1))))
+
+
+def environment() -> dict:
+    import triton
+
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "device": props.name, "sms": props.multi_processor_count, "torch": torch.__version__,
+        "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(), "command": " ".join(sys.argv),
+    }
+
+
+def copy_bandwidth_gbs() -> float:
+    """Device-to-device copy bandwidth, bytes read + written, on a 1 GiB buffer."""
+    src = torch.empty(2**29, dtype=torch.bfloat16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    ms = bench_ms(lambda i: dst.copy_(src))
+    return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
+def write_json(path: str | None, payload: dict) -> None:
+    if path:
+        with open(path, "w") as f:
+            json.dump(payload, f, indent=2)
+
+
+def print_table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(*[f"{v:.3g}" if isinstance(v, float) else str(v) for v in row])
+    Console(width=200).print(table)

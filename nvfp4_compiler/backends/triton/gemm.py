@@ -1,0 +1,233 @@
+"""Triton W4A4 GEMM: NVFP4 operands decoded to exact fp16 tiles in registers, tensor-core dot
+with fp32 accumulation, and the fused epilogue of backends/reference.py.
+
+Operands (M rows of activations, N output features, Kp reduction length padded to 16):
+    a_data  [M, Kp/2]   uint8     activations, E2M1 pairs        a_scale [M, Kp/16]  E4M3 bits
+    w_data  [N, Kp/2]   uint8     weights, E2M1 pairs            w_scale [N, Kp/16]  E4M3 bits
+    a_gs, w_gs  [1]     fp32      per-tensor decode scales (alpha = a_gs * w_gs)
+    bias [N], gate / residual viewed as [B, T, N] (M = B*T, any strides, broadcast = stride 0)
+    out  [M, N]  bf16/fp16/fp32,  amax [1] fp32 (max |out| after rounding, by atomic max)
+Why fp16 tiles: E2M1 x E4M3 products have at most 5 significant bits and lie in [2^-10, 2688],
+so they are exact in fp16 (and bf16); the per-tensor scales are applied once, in the epilogue.
+Small M (memory-bound) splits K over more programs (SPLIT_K > 1): partial sums are added into an
+fp32 workspace with atomics, then a second kernel runs the epilogue.
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .numerics import e2m1_decode_f16, e4m3_decode_f16, to_bf16_rne
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+ACTIVATION_IDS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3, "relu": 4}
+NUM_SMS_FALLBACK = 132
+
+
+@triton.jit
+def _decode_tile(data_ptr, scale_ptr, rows, k0, n_rows, KP, BLOCK_K: tl.constexpr):
+    """[len(rows), BLOCK_K] fp16 tile = E2M1 value x E4M3 block scale, zeros outside the matrix."""
+    byte_cols = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+    row_ok = rows[:, None] < n_rows
+    packed = tl.load(data_ptr + rows[:, None] * (KP // 2) + byte_cols[None, :],
+                     mask=row_ok & (byte_cols[None, :] < KP // 2), other=0).to(tl.int32)
+    codes = tl.reshape(tl.join(packed & 0xF, packed >> 4), (rows.shape[0], BLOCK_K))
+    scale_cols = k0 // 16 + tl.arange(0, BLOCK_K // 16)
+    scale_bits = tl.load(scale_ptr + rows[:, None] * (KP // 16) + scale_cols[None, :],
+                         mask=row_ok & (scale_cols[None, :] < KP // 16), other=0).to(tl.int32)
+    values = tl.reshape(e2m1_decode_f16(codes), (rows.shape[0], BLOCK_K // 16, 16))
+    return tl.reshape(values * e4m3_decode_f16(scale_bits)[:, :, None], (rows.shape[0], BLOCK_K))
+
+
+@triton.jit
+def _activation(y, ACT: tl.constexpr):
+    if ACT == 1:
+        y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))
+    elif ACT == 2:
+        inner = 0.7978845608028654 * (y + 0.044715 * y * y * y)
+        y = 0.5 * y * (1.0 + (2.0 * tl.sigmoid(2.0 * inner) - 1.0))  # tanh(u) = 2 sigmoid(2u) - 1
+    elif ACT == 3:
+        y = y * tl.sigmoid(y)
+    elif ACT == 4:
+        y = tl.maximum(y, 0.0)
+    return y
+
+
+@triton.jit
+def _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+              stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+              ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
+              WANT_AMAX: tl.constexpr):
+    """out = residual + gate * act(acc * alpha + bias), rounded once; amax of the rounded out."""
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    y = acc * (tl.load(a_gs_ptr) * tl.load(w_gs_ptr))
+    if HAS_BIAS:
+        y = y + tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
+    y = _activation(y, ACT)
+    b_idx, t_idx = offs_m // T, offs_m % T
+    if HAS_GATE:
+        gate = tl.load(gate_ptr + b_idx[:, None] * stride_gb + t_idx[:, None] * stride_gt + offs_n[None, :] * stride_gn,
+                       mask=mask, other=0.0)
+        y = y * gate.to(tl.float32)
+    if HAS_RES:
+        res = tl.load(res_ptr + b_idx[:, None] * stride_rb + t_idx[:, None] * stride_rt + offs_n[None, :] * stride_rn,
+                      mask=mask, other=0.0)
+        y = res.to(tl.float32) + y
+    if out_ptr.dtype.element_ty == tl.bfloat16:
+        out = to_bf16_rne(y)
+    else:
+        out = y.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + offs_m[:, None] * N + offs_n[None, :], out, mask=mask)
+    if WANT_AMAX:
+        tl.atomic_max(amax_ptr, tl.max(tl.max(tl.where(mask, tl.abs(out.to(tl.float32)), 0.0), axis=1), axis=0))
+
+
+def _configs():
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}, num_warps=4, num_stages=1)]
+    configs = []
+    for bm, bn, bk, warps, stages in [
+        (128, 128, 64, 8, 3), (128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 128, 8, 3),
+        (64, 128, 128, 4, 4), (64, 64, 128, 4, 4), (32, 64, 256, 4, 4), (16, 64, 256, 4, 4),
+        (16, 128, 128, 4, 4), (16, 32, 256, 4, 4), (32, 128, 128, 4, 3),
+    ]:
+        configs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages))
+    return configs
+
+
+def _prune(configs, named_args, **kwargs):
+    """Small M: only tiles with BLOCK_M close to M (bigger ones waste the whole MMA on padding)."""
+    m = named_args["M"]
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, triton.next_power_of_2(m))]
+    kept = [c for c in kept if c.kwargs["BLOCK_K"] <= max(64, named_args["KP"])]
+    return kept or configs[:1]
+
+
+@triton.autotune(configs=_configs(), key=["M", "N", "KP", "SPLIT_K"], prune_configs_by={"early_config_prune": _prune},
+                 reset_to_zero=["acc_ptr"])
+@triton.jit
+def gemm_kernel(
+    a_ptr, as_ptr, w_ptr, ws_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr, acc_ptr,
+    M, N, KP, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+    ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
+    WANT_AMAX: tl.constexpr, SPLIT_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr = 8,
+):
+    # Grouped ordering of output tiles: neighbouring programs share A rows (L2 reuse).
+    pid = tl.program_id(0)
+    num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * num_n)
+    first_m = group * GROUP_M
+    size_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * num_n)) % size_m
+    pid_n = (pid % (GROUP_M * num_n)) // size_m
+    pid_k = tl.program_id(1)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(pid_k * BLOCK_K, KP, BLOCK_K * SPLIT_K):
+        a = _decode_tile(a_ptr, as_ptr, offs_m, k0, M, KP, BLOCK_K)
+        w = _decode_tile(w_ptr, ws_ptr, offs_n, k0, N, KP, BLOCK_K)
+        acc = tl.dot(a, tl.trans(w), acc)
+
+    if SPLIT_K == 1:
+        _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+                  stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+                  ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
+    else:
+        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+        tl.atomic_add(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask)
+
+
+@triton.jit
+def split_k_epilogue_kernel(
+    acc_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+    M, N, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+    ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
+    WANT_AMAX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    acc = tl.load(acc_ptr + offs_m[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
+    _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+              stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+              ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return NUM_SMS_FALLBACK
+
+
+def choose_split_k(m: int, n: int, kp: int, device: torch.device) -> int:
+    """Split K when output tiles alone cannot fill the GPU (memory-bound small-M GEMMs)."""
+    if INTERPRET or m > 64:
+        return 1
+    tiles = triton.cdiv(m, 16) * triton.cdiv(n, 64)
+    split = max(1, min(2 * _num_sms(device) // max(tiles, 1), kp // 512))
+    return int(split)
+
+
+def _as_btn(t: torch.Tensor | None, out_shape: torch.Size, device) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """View a gate/residual broadcast to ``out_shape`` as [B, T, N] strides (stride 0 = broadcast)."""
+    if t is None:
+        return torch.empty(1, device=device), (0, 0, 0)
+    lead, n = out_shape[:-1], out_shape[-1]
+    t_idx = lead[-1] if len(lead) else 1
+    b = int(torch.Size(lead).numel()) // max(t_idx, 1)
+    expanded = t.expand(out_shape)
+    try:
+        view = expanded.view(b, t_idx, n)
+    except RuntimeError:  # leading dims cannot merge without a copy
+        view = expanded.reshape(b, t_idx, n)
+    return view, tuple(view.stride())
+
+
+def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, residual, out_dtype,
+         *, split_k: int | None = None, out: torch.Tensor | None = None):
+    """Same contract as ``backends.reference.gemm_op``; ``split_k`` overrides the heuristic and
+    ``out`` ([M, N] of ``out_dtype``) receives the result (tests poison it first)."""
+    lead = a_data.shape[:-1]
+    kp = a_data.shape[-1] * 2
+    n = w_data.shape[0]
+    a2 = a_data.reshape(-1, kp // 2)
+    m = a2.shape[0]
+    device = a_data.device
+    out_shape = torch.Size([*lead, n])
+    if gate is not None or residual is not None:
+        out_shape = torch.broadcast_shapes(out_shape, *(t.shape for t in (gate, residual) if t is not None))
+        if out_shape[:-1].numel() != m:  # epilogue operands that enlarge the output: not a GEMM epilogue
+            raise ValueError(f"gate/residual: broadcast shape {tuple(out_shape)} does not match {m} GEMM rows")
+    out = torch.empty(m, n, dtype=out_dtype, device=device) if out is None else out
+    amax = torch.zeros(1, dtype=torch.float32, device=device)
+    if m == 0:
+        return out.view(out_shape), amax.view(())
+    gate_v, gs = _as_btn(gate, out_shape, device)
+    res_v, rs = _as_btn(residual, out_shape, device)
+    t_rows = out_shape[-2] if len(out_shape) > 1 else 1
+    bias_t = bias if bias is not None else torch.empty(1, device=device)
+    split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
+    acc = torch.zeros(m, n, dtype=torch.float32, device=device) if split_k > 1 else torch.empty(1, device=device)
+    flags = dict(ACT=ACTIVATION_IDS[activation], HAS_BIAS=bias is not None, HAS_GATE=gate is not None,
+                 HAS_RES=residual is not None, WANT_AMAX=True)
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), split_k)
+
+    gemm_kernel[grid](
+        a2, a_scale.view(torch.uint8).reshape(-1, kp // 16), w_data, w_scale.view(torch.uint8),
+        a_gs.reshape(1), w_gs.reshape(1), bias_t, gate_v, res_v, out, amax, acc,
+        m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, **flags,
+    )
+    if split_k > 1:
+        epi_grid = (triton.cdiv(m, 16), triton.cdiv(n, 128))
+        split_k_epilogue_kernel[epi_grid](
+            acc, a_gs.reshape(1), w_gs.reshape(1), bias_t, gate_v, res_v, out, amax,
+            m, n, t_rows, *gs, *rs, BLOCK_M=16, BLOCK_N=128, **flags,
+        )
+    return out.view(out_shape), amax.view(())

@@ -1,0 +1,73 @@
+"""NVFP4_SPEC.md's element and scale arithmetic as Triton device functions.
+
+Every function here reproduces the reference (``nvfp4_compiler.format``) bit for bit: fp32
+products in the spec's order, IEEE-rounded division (``div_rn``, not Triton's approximate ``/``),
+and E4M3/E2M1 rounding done in integer arithmetic, so the interpreter and the GPU agree.
+"""
+
+import triton
+import triton.language as tl
+
+FLT_MAX = 3.4028234663852886e38
+R6 = 0.16666666666666666  # rounds to the same fp32 as fp32(1) / fp32(6), the spec's r6
+
+
+@triton.jit
+def encode_scale(amax):
+    """S_enc = 2688 / amax, clamped to FLT_MAX; amax = inf gives 1.0."""
+    s_enc = tl.math.div_rn(tl.full(amax.shape, 2688.0, tl.float32), amax)
+    s_enc = tl.minimum(s_enc, FLT_MAX)
+    return tl.where(s_enc == 0.0, 1.0, s_enc)
+
+
+@triton.jit
+def round_to_e4m3(b):
+    """Round fp32 ``b`` in [0, 448] to E4M3, nearest-even. Returns (bits as int32, value as fp32)."""
+    # Subnormal range (b < 2^-6): multiples of 2^-9. Adding 2^23 makes fp32 addition round to an
+    # integer, ties to even; the integer q (0..8) is also the E4M3 bit pattern (8 = 2^-6, normal).
+    q = ((b * 512.0 + 8388608.0) - 8388608.0).to(tl.int32)
+    sub_value = q.to(tl.float32) * 0.001953125
+    # Normal range: keep 3 of the 23 mantissa bits, rounding to nearest even on the bit pattern.
+    u = b.to(tl.int32, bitcast=True)
+    u = (u + 0x7FFFF + ((u >> 20) & 1)) & ~0xFFFFF
+    normal_value = u.to(tl.float32, bitcast=True)
+    normal_bits = (((u >> 23) - 120) << 3) | ((u >> 20) & 7)
+    is_sub = b < 0.015625
+    return tl.where(is_sub, q, normal_bits), tl.where(is_sub, sub_value, normal_value)
+
+
+@triton.jit
+def e2m1_encode(v):
+    """E2M1 codes (int32, 0..15) of fp32 ``v`` already clamped to [-6, 6]; sign from the sign bit."""
+    a = tl.abs(v)
+    idx = (a > 0.25).to(tl.int32) + (a >= 0.75).to(tl.int32) + (a > 1.25).to(tl.int32)
+    idx += (a >= 1.75).to(tl.int32) + (a > 2.5).to(tl.int32) + (a >= 3.5).to(tl.int32) + (a > 5.0).to(tl.int32)
+    sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
+    return idx | (sign << 3)
+
+
+@triton.jit
+def e2m1_decode_f16(codes):
+    """fp16 value of E2M1 codes (int32 0..15) by building the fp16 bit pattern directly."""
+    mag = codes & 7
+    # codes 2..7: exponent (mag >> 1) - 1, mantissa bit mag & 1 -> (mag << 9) + (14 << 10);
+    # code 1 is 0.5 (0x3800), code 0 is 0.
+    bits = tl.where(mag < 2, mag * 0x3800, (mag << 9) + 0x3800)
+    bits = bits | ((codes & 8) << 12)
+    return bits.to(tl.int16).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def e4m3_decode_f16(bits):
+    """fp16 value of E4M3 bit patterns (int32 0..255), exact (subnormals included)."""
+    f16 = ((bits & 0x80) << 8) | ((bits & 0x7F) << 7)
+    return f16.to(tl.int16).to(tl.float16, bitcast=True) * 256.0
+
+
+@triton.jit
+def to_bf16_rne(y):
+    """fp32 -> bf16, round to nearest even, on the bit pattern (the Triton 3.9 interpreter's own
+    conversion truncates, so an explicit rounding keeps CPU tests and GPU runs identical)."""
+    u = y.to(tl.int32, bitcast=True)
+    u = u + 0x7FFF + ((u >> 16) & 1)
+    return (u >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)

@@ -1,0 +1,111 @@
+"""Triton NVFP4 quantization: one read of the input when the amax is known, two when not.
+
+Operands (R rows = all leading dims, K the last dim, Kp = K rounded up to 16):
+    x       [R, K]      fp32 / bf16 / fp16, row stride given (last dim contiguous)
+    amax    [1]         fp32: given (static or from the producing GEMM) or reduced by `amax_kernel`
+    data    [R, Kp/2]   uint8   two E2M1 codes per byte, element 2i in the low nibble
+    scale   [R, Kp/16]  uint8   E4M3 bit patterns (viewed as float8_e4m3fn by the caller)
+    s_dec   [1]         fp32    per-tensor decode scale
+Blocks are 1x16 (TILE_ROWS=1) or 16x16 (TILE_ROWS=16: every row stores its tile's scale).
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from .numerics import FLT_MAX, R6, e2m1_encode, encode_scale, round_to_e4m3
+
+
+@triton.jit
+def amax_kernel(x_ptr, amax_ptr, R, K, stride_r, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """amax_ptr[0] = max(amax_ptr[0], max |x|) over this program's tile (amax_ptr starts at 0)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask = (rows[:, None] < R) & (cols[None, :] < K)
+    x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.atomic_max(amax_ptr, tl.max(tl.max(tl.abs(x), axis=1), axis=0))
+
+
+@triton.jit
+def quantize_kernel(
+    x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r,
+    TILE_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    pid_r, pid_k = tl.program_id(0), tl.program_id(1)
+    rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    # Padding columns (K..Kp) load as zeros, as the spec pads.
+    x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :],
+                mask=(rows[:, None] < R) & (cols[None, :] < K), other=0.0).to(tl.float32)
+
+    s_enc = encode_scale(tl.load(amax_ptr))
+    s_dec = tl.math.div_rn(1.0, s_enc)
+    NB: tl.constexpr = BLOCK_K // 16
+    blocks = tl.reshape(x, (BLOCK_R, NB, 16))
+    block_amax = tl.max(tl.abs(blocks), axis=2)                       # [BLOCK_R, NB]
+    if TILE_ROWS == 16:
+        tiles = tl.max(tl.reshape(block_amax, (BLOCK_R // 16, 16, NB)), axis=1)
+        block_amax = tl.reshape(tl.broadcast_to(tiles[:, None, :], (BLOCK_R // 16, 16, NB)), (BLOCK_R, NB))
+    b = tl.minimum(block_amax * (s_enc * R6), FLT_MAX)
+    b = tl.minimum(b, 448.0)
+    b_bits, b_value = round_to_e4m3(b)
+    e = tl.minimum(tl.math.div_rn(tl.full(b_value.shape, 1.0, tl.float32), b_value * s_dec), FLT_MAX)
+    scaled = tl.minimum(tl.maximum(blocks * e[:, :, None], -6.0), 6.0)
+    codes = tl.reshape(e2m1_encode(scaled), (BLOCK_R, BLOCK_K // 2, 2))
+    low, high = tl.split(codes)
+    packed = (low | (high << 4)).to(tl.uint8)
+
+    kp = (K + 15) // 16 * 16
+    row_ok = rows[:, None] < R
+    byte_cols = pid_k * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
+    tl.store(data_ptr + rows[:, None] * (kp // 2) + byte_cols[None, :], packed,
+             mask=row_ok & (byte_cols[None, :] < kp // 2))
+    scale_cols = pid_k * NB + tl.arange(0, NB)
+    tl.store(scale_ptr + rows[:, None] * (kp // 16) + scale_cols[None, :], b_bits.to(tl.uint8),
+             mask=row_ok & (scale_cols[None, :] < kp // 16))
+    if (pid_r == 0) & (pid_k == 0):
+        tl.store(s_dec_ptr, s_dec)
+
+
+def _as_rows(x: torch.Tensor) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def tensor_amax(x: torch.Tensor) -> torch.Tensor:
+    """max |x| as a fp32 [1] tensor, one read of ``x``."""
+    x2 = _as_rows(x)
+    amax = torch.zeros(1, dtype=torch.float32, device=x.device)
+    rows, k = x2.shape
+    grid = (triton.cdiv(rows, 32), triton.cdiv(k, 256))
+    amax_kernel[grid](x2, amax, rows, k, x2.stride(0), BLOCK_R=32, BLOCK_K=256)
+    return amax
+
+
+def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, out=None):
+    """(data, scale, global_scale) exactly as ``format.quantize`` gives them (finite inputs).
+
+    ``out`` = (data [R, Kp/2] uint8, scale [R, Kp/16] uint8, s_dec [1] fp32) receives the result
+    (tests poison it first).
+    """
+    if tile_rows not in (1, 16):
+        raise ValueError(f"tile_rows: expected 1 or 16, got {tile_rows}")
+    x2 = _as_rows(x)
+    rows, k = x2.shape
+    kp = (k + 15) // 16 * 16
+    amax = tensor_amax(x2) if amax is None else amax.reshape(1).to(torch.float32)
+    if out is None:
+        out = (torch.empty(rows, kp // 2, dtype=torch.uint8, device=x.device),
+               torch.empty(rows, kp // 16, dtype=torch.uint8, device=x.device),
+               torch.empty(1, dtype=torch.float32, device=x.device))
+    data, scale, s_dec = out
+    if rows and k:
+        block_k = 128 if kp >= 128 else 16 * triton.next_power_of_2(kp // 16)
+        block_r = 16
+        grid = (triton.cdiv(rows, block_r), triton.cdiv(kp, block_k))
+        quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, x2.stride(0),
+                              TILE_ROWS=tile_rows, BLOCK_R=block_r, BLOCK_K=block_k)
+    else:
+        s_dec.fill_(1.0)
+    lead = x.shape[:-1]
+    return (data.view(*lead, kp // 2), scale.view(torch.float8_e4m3fn).view(*lead, kp // 16), s_dec.view(()))

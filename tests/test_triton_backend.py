@@ -1,0 +1,138 @@
+"""Triton kernels against the reference backend: packed bytes and scales bit for bit, GEMM outputs
+within fp32 accumulation-order noise. On CPU they run under TRITON_INTERPRET=1 at small shapes;
+with NVFP4_TEST_ON_GPU=1 on a CUDA machine the same tests run compiled, plus larger shapes."""
+
+import os
+
+import pytest
+import torch
+
+import nvfp4_compiler as nvfp4
+from nvfp4_compiler.backends import reference
+from nvfp4_compiler.backends.triton import gemm as tgemm
+from nvfp4_compiler.backends.triton import quantize as tquant
+
+ON_GPU = os.environ.get("NVFP4_TEST_ON_GPU") == "1"
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+if ON_GPU and not torch.cuda.is_available():
+    pytest.skip("NVFP4_TEST_ON_GPU=1 but no CUDA device", allow_module_level=True)
+
+POISONS = (0xA5, 0x5A)  # two runs with different poison: an unwritten byte shows in one of them
+
+
+def _quantize_poisoned(x, amax, tile_rows):
+    rows = x.reshape(-1, x.shape[-1]).shape[0]
+    kp = (x.shape[-1] + 15) // 16 * 16
+    results = []
+    for poison in POISONS:
+        out = (torch.full((rows, kp // 2), poison, dtype=torch.uint8, device=x.device),
+               torch.full((rows, kp // 16), poison, dtype=torch.uint8, device=x.device),
+               torch.full((1,), float("nan"), device=x.device))
+        results.append(tquant.quantize(x, amax, tile_rows, out=out))
+    (d0, s0, g0), (d1, s1, g1) = results
+    assert torch.equal(d0, d1) and torch.equal(s0.view(torch.uint8), s1.view(torch.uint8)) and torch.equal(g0, g1)
+    return d0, s0, g0
+
+
+def _assert_same_as_reference(x, block=(1, 16), amax=None):
+    d, s, g = _quantize_poisoned(x, None if amax is None else torch.tensor(amax, device=x.device), block[0])
+    ref = nvfp4.quantize(x.cpu(), block=block, amax=amax)
+    assert torch.equal(d.cpu(), ref.data)
+    assert torch.equal(s.view(torch.uint8).cpu(), ref.scale.view(torch.uint8))
+    assert torch.equal(g.cpu(), ref.global_scale)
+
+
+SHAPES = [(1, 16), (3, 20), (17, 64), (2, 5, 48), (40, 130)] + ([(1000, 4096), (4680, 1536)] if ON_GPU else [])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_quantize_bit_identical_random(shape, dtype):
+    gen = torch.Generator().manual_seed(hash(shape) % 2**31)
+    x = (torch.randn(shape, generator=gen) * torch.logspace(-4, 4, shape[-1])).to(dtype).to(DEVICE)
+    _assert_same_as_reference(x)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (32, 40), (48, 96)] + ([(2048, 1536)] if ON_GPU else []))
+def test_quantize_16x16_bit_identical(shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+    _assert_same_as_reference(x, block=(16, 16))
+
+
+def test_quantize_edge_cases_bit_identical():
+    grid = torch.tensor([0, 0.5, 1, 1.5, 2, 3, 4, 6]) * 448
+    ties = torch.tensor([0.125, 0.375, 0.625, 0.875, 1.25, 1.75, 2.5, 3.0])
+    rows = torch.stack([
+        torch.cat([grid, -grid]),                                   # amax 2688: S_enc = 1
+        torch.cat([ties, -ties]),                                   # every value a tie
+        torch.full((16,), -0.0),                                    # -0 keeps its sign bit
+        torch.zeros(16),                                            # zero block scale
+        torch.tensor([1e-30] * 8 + [3e-3] * 8),                     # subnormal/underflowing scales
+        torch.tensor([float("inf"), -float("inf")] + [1.0] * 14),   # saturation
+    ])
+    _assert_same_as_reference(rows.to(DEVICE))
+    _assert_same_as_reference(torch.zeros(4, 32, device=DEVICE))
+    _assert_same_as_reference(torch.randn(4, 32, device=DEVICE), amax=0.5)   # static amax, saturating
+    _assert_same_as_reference(torch.randn(4, 32, device=DEVICE), amax=0.0)
+
+
+def test_quantize_non_contiguous_and_amax_kernel():
+    x = torch.randn(64, 48, device=DEVICE).T
+    _assert_same_as_reference(x)
+    assert torch.equal(tquant.tensor_amax(x).cpu().view(()), x.abs().max().cpu())
+
+
+def _operands(lead, n, k, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x, w = torch.randn(*lead, k, generator=gen), torch.randn(n, k, generator=gen)
+    xq, wq = nvfp4.quantize(x), nvfp4.quantize(w)
+    return [t.to(DEVICE) for t in (xq.data, xq.scale, xq.global_scale, wq.data, wq.scale, wq.global_scale)]
+
+
+GEMM_CASES = [
+    # lead, n, k, activation, bias, gate shape (None / broadcast), residual, out dtype
+    ((1,), 32, 64, "none", False, None, False, torch.float32),
+    ((7,), 40, 48, "gelu_tanh", True, None, False, torch.float32),
+    ((33,), 64, 80, "silu", True, None, True, torch.bfloat16),
+    ((2, 9), 48, 96, "gelu", True, (2, 1, 48), True, torch.bfloat16),
+    ((3, 5), 16, 32, "relu", False, (16,), False, torch.float16),
+]
+if ON_GPU:
+    GEMM_CASES += [((1,), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16),
+                   ((64,), 1536, 8960, "none", True, (1, 1536), True, torch.bfloat16),
+                   ((4680,), 1536, 1536, "none", True, None, True, torch.bfloat16),
+                   ((1, 4680), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16)]
+
+
+@pytest.mark.parametrize("lead,n,k,act,has_bias,gate_shape,has_res,dtype", GEMM_CASES)
+@pytest.mark.parametrize("split_k", [None, 3])
+def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, dtype, split_k):
+    args = _operands(lead, n, k)
+    gen = torch.Generator().manual_seed(5)
+    bias = torch.randn(n, generator=gen).to(DEVICE) if has_bias else None
+    gate = torch.randn(gate_shape, generator=gen).to(DEVICE, dtype) if gate_shape else None
+    res = torch.randn(*lead, n, generator=gen).to(DEVICE, dtype) if has_res else None
+    m = int(torch.Size(lead).numel())
+    out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)  # poisoned: every element must be written
+    got, amax = tgemm.gemm(*args, bias, act, gate, res, dtype, split_k=split_k, out=out)
+    want, want_amax = reference.gemm_op(*args, bias, act, gate, res, dtype)
+    assert got.shape == want.shape
+    assert torch.isfinite(got).all()
+    tol = {torch.float32: 1e-5, torch.bfloat16: 8e-3, torch.float16: 1e-3}[dtype]
+    err = (got.float() - want.float()).norm() / want.float().norm()
+    assert err < tol, err
+    assert torch.allclose(amax, want_amax, rtol=tol)
+
+
+def test_compiled_tiny_model_on_triton_equals_reference_backend():
+    from nvfp4_compiler.models import build_model, example_inputs
+
+    model = build_model("tiny", device=DEVICE).eval()
+    inputs = example_inputs(model.cfg, device=DEVICE)
+    with torch.no_grad():
+        on_triton = nvfp4.compile(model, backend="triton")
+        out_triton = on_triton(*inputs)
+        torch._dynamo.reset()
+        out_ref = nvfp4.compile(model, backend="reference")(*inputs)
+    assert {g.backend for g in on_triton.report().quantized} == {"triton"}
+    assert (out_triton - out_ref).norm() / out_ref.norm() < 1e-5
