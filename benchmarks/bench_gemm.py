@@ -73,7 +73,7 @@ def _case(m: int, k: int, n: int, kind: str) -> dict:
     a, w = xq[0], wq[0]
     want, _ = reference.gemm_op(a.data, a.scale, a.global_scale, w.data, w.scale, w.global_scale,
                                 bias, act, gate, res, bf16)
-    got = fused(0)
+    got = fused(0)[0]
     rel = float((got.float() - want.float()).norm() / want.float().norm())
 
     times = {name: bench_ms(fn, n_rot) for name, fn in

@@ -25,15 +25,23 @@ STRATEGIES = {
 }
 
 
+def _graph_device(gm: fx.GraphModule) -> torch.device:
+    """The device the graph computes on: that of its first tensor input (graphs are single-device)."""
+    for node in gm.graph.nodes:
+        value = example_value(node)
+        if node.op == "placeholder" and value is not None:
+            return value.device
+    return torch.device("cpu")
+
+
 def lower(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
     """Fill in the backend of every nvfp4 op (see module docstring)."""
     count = 0
+    device = _graph_device(gm)
+    backend, _why = resolve_backend(ctx.config.backend, device)
     for node in gm.graph.nodes:
         if not is_call(node, NVFP4_OPS):
             continue
-        value = example_value(node.args[0])
-        device = value.device if value is not None else torch.device("cpu")
-        backend, _why = resolve_backend(ctx.config.backend, device)
         node.args = (*node.args[:-1], backend)
         if node.target is ops.GEMM:
             site = ctx.site_of_node[node.name]

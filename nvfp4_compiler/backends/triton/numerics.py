@@ -8,8 +8,10 @@ and E4M3/E2M1 rounding done in integer arithmetic, so the interpreter and the GP
 import triton
 import triton.language as tl
 
-FLT_MAX = 3.4028234663852886e38
-R6 = 0.16666666666666666  # rounds to the same fp32 as fp32(1) / fp32(6), the spec's r6
+# Globals read inside @jit functions must be constexpr (the interpreter does not enforce it, the
+# compiler does).
+FLT_MAX = tl.constexpr(3.4028234663852886e38)
+R6 = tl.constexpr(0.16666666666666666)  # rounds to the same fp32 as fp32(1) / fp32(6), the spec's r6
 
 
 @triton.jit

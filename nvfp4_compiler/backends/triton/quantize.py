@@ -39,7 +39,7 @@ def quantize_kernel(
                 mask=(rows[:, None] < R) & (cols[None, :] < K), other=0.0).to(tl.float32)
 
     s_enc = encode_scale(tl.load(amax_ptr))
-    s_dec = tl.math.div_rn(1.0, s_enc)
+    s_dec = tl.math.div_rn(tl.full(s_enc.shape, 1.0, tl.float32), s_enc)
     NB: tl.constexpr = BLOCK_K // 16
     blocks = tl.reshape(x, (BLOCK_R, NB, 16))
     block_amax = tl.max(tl.abs(blocks), axis=2)                       # [BLOCK_R, NB]
