@@ -37,6 +37,26 @@ def bench_ms(fn, rotations: int = 1, warmup_ms: int = 25, rep_ms: int = 100) -> 
     return float(triton.testing.do_bench(step, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
 
 
+def bench_graph_ms(fn, rotations: int = 1, replays: int = 20) -> float:
+    """Median ms per call of ``fn(i)`` replayed from a CUDA graph holding one call per rotation:
+    GPU time without Python launch overhead (how a serving loop with CUDA graphs runs)."""
+    import triton
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for i in range(rotations):  # warm up (autotuning, allocations) outside the capture
+            fn(i)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(replays):
+            for i in range(rotations):
+                fn(i)
+    ms = triton.testing.do_bench(graph.replay, warmup=25, rep=100, return_mode="median")
+    return float(ms) / (replays * rotations)
+
+
 def rotations_for(bytes_per_set: int, target_bytes: int = 256 * 2**20, cap: int = 32) -> int:
     """How many copies of the inputs to cycle through so they cannot stay in L2 (50 MB on H100)."""
     return max(1, min(cap, -(-target_bytes // max(bytes_per_set, 1))))

@@ -20,9 +20,15 @@ from .base import CompileContext, PassResult, example_value, is_call
 NVFP4_OPS = (ops.QUANTIZE, ops.GEMM, ops.DEQUANTIZE)
 STRATEGIES = {
     "reference": "dequantize tiles to fp32, torch.matmul, epilogue in fp32 (activation quantized by a separate op)",
-    "triton": "NVFP4 tiles decoded in registers, fp16 tensor-core MMA, fused epilogue; activation "
-              "quantized by a separate one-read kernel (amax from the producer's epilogue when fused)",
 }
+
+
+def _strategy(backend: str, m: int) -> str:
+    if backend == "triton":
+        from ..backends.triton.gemm import strategy_for
+
+        return "triton: " + strategy_for(m)
+    return STRATEGIES.get(backend, backend)
 
 
 def _graph_device(gm: fx.GraphModule) -> torch.device:
@@ -46,7 +52,7 @@ def lower(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
         if node.target is ops.GEMM:
             site = ctx.site_of_node[node.name]
             site.backend = backend
-            site.strategy = STRATEGIES.get(backend, backend)
+            site.strategy = _strategy(backend, site.m)
         count += 1
     gm.recompile()
     unresolved = [n.name for n in gm.graph.nodes if is_call(n, NVFP4_OPS) and not n.args[-1]]

@@ -10,9 +10,12 @@ Operands (M rows of activations, N output features, Kp reduction length padded t
 Why fp16 tiles: E2M1 x E4M3 products have at most 5 significant bits and lie in [2^-10, 2688],
 so they are exact in fp16 (and bf16); the per-tensor scales are applied once, in the epilogue.
 Small M (memory-bound) splits K over more programs (SPLIT_K > 1): partial sums are added into an
-fp32 workspace with atomics, then a second kernel runs the epilogue.
+fp32 workspace with atomics, then a second kernel runs the epilogue. Large M (compute-bound,
+M >= DENSE_MIN_M) decodes each operand once to exact fp16 and runs a dense fp16 GEMM, so the
+decode is not repeated for every output tile.
 """
 
+import functools
 import os
 
 import torch
@@ -27,18 +30,26 @@ NUM_SMS_FALLBACK = 132
 
 
 @triton.jit
-def _decode_tile(data_ptr, scale_ptr, rows, k0, n_rows, KP, BLOCK_K: tl.constexpr):
-    """[len(rows), BLOCK_K] fp16 tile = E2M1 value x E4M3 block scale, zeros outside the matrix."""
+def _decode_half_tiles(data_ptr, scale_ptr, rows, k0, n_rows, KP, BLOCK_K: tl.constexpr):
+    """The even and odd K elements of a [len(rows), BLOCK_K] tile, as two fp16 [len(rows), BLOCK_K/2]
+    tiles of E2M1 value x E4M3 block scale (zeros outside the matrix).
+
+    Element 2i is the low nibble of byte i and 2i+1 the high one, so splitting the K sum into even
+    and odd terms needs no interleaving: sum_k a_k w_k = sum_i a_2i w_2i + sum_i a_2i+1 w_2i+1.
+    Both elements of byte i share the block scale of byte i // 8.
+    """
     byte_cols = k0 // 2 + tl.arange(0, BLOCK_K // 2)
     row_ok = rows[:, None] < n_rows
     packed = tl.load(data_ptr + rows[:, None] * (KP // 2) + byte_cols[None, :],
                      mask=row_ok & (byte_cols[None, :] < KP // 2), other=0).to(tl.int32)
-    codes = tl.reshape(tl.join(packed & 0xF, packed >> 4), (rows.shape[0], BLOCK_K))
     scale_cols = k0 // 16 + tl.arange(0, BLOCK_K // 16)
     scale_bits = tl.load(scale_ptr + rows[:, None] * (KP // 16) + scale_cols[None, :],
                          mask=row_ok & (scale_cols[None, :] < KP // 16), other=0).to(tl.int32)
-    values = tl.reshape(e2m1_decode_f16(codes), (rows.shape[0], BLOCK_K // 16, 16))
-    return tl.reshape(values * e4m3_decode_f16(scale_bits)[:, :, None], (rows.shape[0], BLOCK_K))
+    scale = e4m3_decode_f16(scale_bits)[:, :, None]                      # [R, BLOCK_K/16, 1]
+    shape3: tl.constexpr = (rows.shape[0], BLOCK_K // 16, 8)
+    even = tl.reshape(tl.reshape(e2m1_decode_f16(packed & 0xF), shape3) * scale, (rows.shape[0], BLOCK_K // 2))
+    odd = tl.reshape(tl.reshape(e2m1_decode_f16(packed >> 4), shape3) * scale, (rows.shape[0], BLOCK_K // 2))
+    return even, odd
 
 
 @triton.jit
@@ -129,9 +140,10 @@ def gemm_kernel(
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(pid_k * BLOCK_K, KP, BLOCK_K * SPLIT_K):
-        a = _decode_tile(a_ptr, as_ptr, offs_m, k0, M, KP, BLOCK_K)
-        w = _decode_tile(w_ptr, ws_ptr, offs_n, k0, N, KP, BLOCK_K)
-        acc = tl.dot(a, tl.trans(w), acc)
+        a_even, a_odd = _decode_half_tiles(a_ptr, as_ptr, offs_m, k0, M, KP, BLOCK_K)
+        w_even, w_odd = _decode_half_tiles(w_ptr, ws_ptr, offs_n, k0, N, KP, BLOCK_K)
+        acc = tl.dot(a_even, tl.trans(w_even), acc)
+        acc = tl.dot(a_odd, tl.trans(w_odd), acc)
 
     if SPLIT_K == 1:
         _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
@@ -158,6 +170,88 @@ def split_k_epilogue_kernel(
               ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
 
 
+@triton.jit
+def decode_kernel(data_ptr, scale_ptr, out_ptr, R, KP, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """NVFP4 rows -> exact fp16 values (E2M1 x E4M3, no per-tensor scale), K permuted: the even
+    elements of a row first, then the odd ones (the same permutation on both GEMM operands leaves
+    the product unchanged and spares an interleave)."""
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    k0 = tl.program_id(1) * BLOCK_K
+    even, odd = _decode_half_tiles(data_ptr, scale_ptr, rows, k0, R, KP, BLOCK_K)
+    cols = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+    mask = (rows[:, None] < R) & (cols[None, :] < KP // 2)
+    base = out_ptr + rows[:, None] * KP + cols[None, :]
+    tl.store(base, even, mask=mask)
+    tl.store(base + KP // 2, odd, mask=mask)
+
+
+def _dense_configs():
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
+            for bm, bn, bk, w, st in [(128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4),
+                                      (128, 128, 64, 4, 4), (128, 256, 64, 8, 4), (64, 256, 64, 4, 4)]]
+
+
+@triton.autotune(configs=_dense_configs(), key=["M", "N", "KP"])
+@triton.jit
+def dense_gemm_kernel(
+    a_ptr, w_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+    M, N, KP, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+    ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
+    WANT_AMAX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr = 8,
+):
+    """fp16 [M, KP] x fp16 [N, KP]^T (operands decoded by decode_kernel), fp32 accumulation, same epilogue."""
+    pid = tl.program_id(0)
+    num_m, num_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+    group = pid // (GROUP_M * num_n)
+    first_m = group * GROUP_M
+    size_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % (GROUP_M * num_n)) % size_m
+    pid_n = (pid % (GROUP_M * num_n)) // size_m
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_k = tl.arange(0, BLOCK_K)
+    a_ptrs = a_ptr + offs_m[:, None] * KP + offs_k[None, :]
+    w_ptrs = w_ptr + offs_n[:, None] * KP + offs_k[None, :]
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, KP, BLOCK_K):
+        k_ok = (k0 + offs_k)[None, :] < KP
+        a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & k_ok, other=0.0)
+        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & k_ok, other=0.0)
+        acc = tl.dot(a, tl.trans(w), acc)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K
+    _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+              stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+              ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
+
+
+def decode_to_f16(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """[R, Kp/2] packed + [R, Kp/16] scales -> [R, Kp] fp16 (K permuted evens-then-odds)."""
+    rows, kp = data.shape[0], data.shape[1] * 2
+    out = torch.empty(rows, kp, dtype=torch.float16, device=data.device)
+    block_k = 128 if kp >= 128 else 16 * triton.next_power_of_2(kp // 16)
+    decode_kernel[(triton.cdiv(rows, 32), triton.cdiv(kp, block_k))](
+        data, scale.view(torch.uint8), out, rows, kp, BLOCK_R=32, BLOCK_K=block_k)
+    return out
+
+
+#: From this many rows a GEMM is compute-bound on Hopper (DESIGN.md: M ~ 300 for bf16): decode
+#: both operands once to fp16 and run a dense tensor-core GEMM instead of decoding per tile.
+DENSE_MIN_M = 512
+
+
+def strategy_for(m: int) -> str:
+    """Which kernel a GEMM with ``m`` rows gets (the report shows it)."""
+    if m >= DENSE_MIN_M:
+        return "decoded operands: NVFP4 -> exact fp16 once per call, dense fp16 tensor-core GEMM, fused epilogue"
+    return "in-register decode of NVFP4 tiles, fp16 tensor-core MMA, fused epilogue" + (
+        ", split-K" if m <= 64 else "")
+
+
+@functools.lru_cache(maxsize=None)
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -189,9 +283,10 @@ def _as_btn(t: torch.Tensor | None, out_shape: torch.Size, device) -> tuple[torc
 
 
 def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, residual, out_dtype,
-         *, split_k: int | None = None, out: torch.Tensor | None = None):
-    """Same contract as ``backends.reference.gemm_op``; ``split_k`` overrides the heuristic and
-    ``out`` ([M, N] of ``out_dtype``) receives the result (tests poison it first)."""
+         *, split_k: int | None = None, dense: bool | None = None, out: torch.Tensor | None = None):
+    """Same contract as ``backends.reference.gemm_op``. ``split_k`` forces the in-register kernel
+    with that split, ``dense`` forces (or forbids) the decoded-operand kernel, and ``out``
+    ([M, N] of ``out_dtype``) receives the result (tests poison it first)."""
     lead = a_data.shape[:-1]
     kp = a_data.shape[-1] * 2
     n = w_data.shape[0]
@@ -211,10 +306,16 @@ def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, r
     res_v, rs = _as_btn(residual, out_shape, device)
     t_rows = out_shape[-2] if len(out_shape) > 1 else 1
     bias_t = bias if bias is not None else torch.empty(1, device=device)
-    split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
-    acc = torch.zeros(m, n, dtype=torch.float32, device=device) if split_k > 1 else torch.empty(1, device=device)
     flags = dict(ACT=ACTIVATION_IDS[activation], HAS_BIAS=bias is not None, HAS_GATE=gate is not None,
                  HAS_RES=residual is not None, WANT_AMAX=True)
+    if dense if dense is not None else (m >= DENSE_MIN_M and split_k is None):
+        a16, w16 = decode_to_f16(a2, a_scale.reshape(-1, kp // 16)), decode_to_f16(w_data, w_scale)
+        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+        dense_gemm_kernel[grid](a16, w16, a_gs.reshape(1), w_gs.reshape(1), bias_t, gate_v, res_v, out, amax,
+                                m, n, kp, t_rows, *gs, *rs, **flags)
+        return out.view(out_shape), amax.view(())
+    split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
+    acc = torch.zeros(m, n, dtype=torch.float32, device=device) if split_k > 1 else torch.empty(1, device=device)
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), split_k)

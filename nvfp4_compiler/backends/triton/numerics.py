@@ -50,13 +50,10 @@ def e2m1_encode(v):
 
 @triton.jit
 def e2m1_decode_f16(codes):
-    """fp16 value of E2M1 codes (int32 0..15) by building the fp16 bit pattern directly."""
-    mag = codes & 7
-    # codes 2..7: exponent (mag >> 1) - 1, mantissa bit mag & 1 -> (mag << 9) + (14 << 10);
-    # code 1 is 0.5 (0x3800), code 0 is 0.
-    bits = tl.where(mag < 2, mag * 0x3800, (mag << 9) + 0x3800)
-    bits = bits | ((codes & 8) << 12)
-    return bits.to(tl.int16).to(tl.float16, bitcast=True)
+    """fp16 value of E2M1 codes (int32 0..15): the 3 magnitude bits placed at fp16 bits 11..9 read
+    as 2^-14 x the E2M1 value (code 1 lands on the fp16 subnormal 2^-15), then one exact x2^14."""
+    bits = ((codes & 7) << 9) | ((codes & 8) << 12)
+    return bits.to(tl.int16).to(tl.float16, bitcast=True) * 16384.0
 
 
 @triton.jit

@@ -9,6 +9,8 @@ Operands (R rows = all leading dims, K the last dim, Kp = K rounded up to 16):
 Blocks are 1x16 (TILE_ROWS=1) or 16x16 (TILE_ROWS=16: every row stores its tile's scale).
 """
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -26,6 +28,20 @@ def amax_kernel(x_ptr, amax_ptr, R, K, stride_r, BLOCK_R: tl.constexpr, BLOCK_K:
     tl.atomic_max(amax_ptr, tl.max(tl.max(tl.abs(x), axis=1), axis=0))
 
 
+def _configs():
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return [triton.Config({"BLOCK_R": 16, "BLOCK_K": 64}, num_warps=4)]
+    return [triton.Config({"BLOCK_R": r, "BLOCK_K": k}, num_warps=w)
+            for r, k, w in [(16, 128, 4), (32, 128, 4), (32, 256, 8), (64, 128, 8), (16, 256, 4), (64, 256, 8)]]
+
+
+def _prune(configs, named_args, **kwargs):
+    kp = (named_args["K"] + 15) // 16 * 16
+    kept = [c for c in configs if c.kwargs["BLOCK_K"] <= max(16, kp)]
+    return kept or [triton.Config({"BLOCK_R": 16, "BLOCK_K": 16 * triton.next_power_of_2(kp // 16)}, num_warps=4)]
+
+
+@triton.autotune(configs=_configs(), key=["R", "K", "TILE_ROWS"], prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def quantize_kernel(
     x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r,
@@ -77,8 +93,8 @@ def tensor_amax(x: torch.Tensor) -> torch.Tensor:
     x2 = _as_rows(x)
     amax = torch.zeros(1, dtype=torch.float32, device=x.device)
     rows, k = x2.shape
-    grid = (triton.cdiv(rows, 32), triton.cdiv(k, 256))
-    amax_kernel[grid](x2, amax, rows, k, x2.stride(0), BLOCK_R=32, BLOCK_K=256)
+    grid = (triton.cdiv(rows, 64), triton.cdiv(k, 256))
+    amax_kernel[grid](x2, amax, rows, k, x2.stride(0), BLOCK_R=64, BLOCK_K=256, num_warps=8)
     return amax
 
 
@@ -100,11 +116,8 @@ def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, 
                torch.empty(1, dtype=torch.float32, device=x.device))
     data, scale, s_dec = out
     if rows and k:
-        block_k = 128 if kp >= 128 else 16 * triton.next_power_of_2(kp // 16)
-        block_r = 16
-        grid = (triton.cdiv(rows, block_r), triton.cdiv(kp, block_k))
-        quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, x2.stride(0),
-                              TILE_ROWS=tile_rows, BLOCK_R=block_r, BLOCK_K=block_k)
+        grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_R"]), triton.cdiv(kp, meta["BLOCK_K"]))  # noqa: E731
+        quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, x2.stride(0), TILE_ROWS=tile_rows)
     else:
         s_dec.fill_(1.0)
     lead = x.shape[:-1]
