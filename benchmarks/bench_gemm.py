@@ -91,12 +91,12 @@ def _case(m: int, k: int, n: int, kind: str) -> dict:
             "tflops_nvfp4": flops / times["nvfp4_gemm"] / 1e9, "tflops_cublas": flops / times["cublas_bf16"] / 1e9}
 
 
-def run(json_path: str | None = None, models=tuple(WORKLOADS)) -> dict:
+def run(json_path: str | None = None, models=tuple(WORKLOADS), small_only: bool = False) -> dict:
     results, rows = [], []
     for model in models:
         tokens = WORKLOADS[model][2]
         for name, k, n, kind in block_gemms(model):
-            for m in (*SMALL_M, tokens):
+            for m in (SMALL_M if small_only else (*SMALL_M, tokens)):
                 r = _case(m, k, n, kind)
                 r.update(model=model, gemm=name)
                 results.append(r)
@@ -119,5 +119,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None)
     parser.add_argument("--models", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--small-only", action="store_true", help="only the memory-bound M <= 64 rows")
     args = parser.parse_args()
-    run(args.json, args.models)
+    run(args.json, args.models, args.small_only)

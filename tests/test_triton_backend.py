@@ -105,10 +105,8 @@ if ON_GPU:
 
 
 @pytest.mark.parametrize("lead,n,k,act,has_bias,gate_shape,has_res,dtype", GEMM_CASES)
-@pytest.mark.parametrize("path", ["auto", "split3", "dense", "inline_a"])
-def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, dtype, path, monkeypatch):
-    if path == "inline_a":  # A decoded inside the tile kernel even when M is large enough to pre-decode it
-        monkeypatch.setattr(tgemm, "INTERPRET_FORCE_INLINE_A", True)
+@pytest.mark.parametrize("path", ["auto", "split3", "dense"])
+def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, dtype, path):
     args = _operands(lead, n, k)
     gen = torch.Generator().manual_seed(5)
     bias = torch.randn(n, generator=gen).to(DEVICE) if has_bias else None
@@ -116,7 +114,7 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
     res = torch.randn(*lead, n, generator=gen).to(DEVICE, dtype) if has_res else None
     m = int(torch.Size(lead).numel())
     out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)  # poisoned: every element must be written
-    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}, "inline_a": {}}[path]
+    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}}[path]
     got, amax = tgemm.gemm(*args, bias, act, gate, res, dtype, out=out, **force)
     want, want_amax = reference.gemm_op(*args, bias, act, gate, res, dtype)
     assert got.shape == want.shape

@@ -36,15 +36,20 @@ def _decode_half_tiles(data_ptr, scale_ptr, rows, k0, n_rows, KP, BLOCK_K: tl.co
 
     Element 2i is the low nibble of byte i and 2i+1 the high one, so splitting the K sum into even
     and odd terms needs no interleaving: sum_k a_k w_k = sum_i a_2i w_2i + sum_i a_2i+1 w_2i+1.
-    Both elements of byte i share the block scale of byte i // 8, loaded per byte (repeated
-    addresses hit L1) so that no reshape, and no register shuffle, is needed to broadcast it.
+    Both elements of byte i share the block scale of byte i // 8.
     """
     byte_cols = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-    mask = (rows[:, None] < n_rows) & (byte_cols[None, :] < KP // 2)
-    packed = tl.load(data_ptr + rows[:, None] * (KP // 2) + byte_cols[None, :], mask=mask, other=0).to(tl.int32)
-    scale_bits = tl.load(scale_ptr + rows[:, None] * (KP // 16) + (byte_cols // 8)[None, :], mask=mask, other=0)
-    scale = e4m3_decode_f16(scale_bits.to(tl.int32))
-    return e2m1_decode_f16(packed & 0xF) * scale, e2m1_decode_f16(packed >> 4) * scale
+    row_ok = rows[:, None] < n_rows
+    packed = tl.load(data_ptr + rows[:, None] * (KP // 2) + byte_cols[None, :],
+                     mask=row_ok & (byte_cols[None, :] < KP // 2), other=0).to(tl.int32)
+    scale_cols = k0 // 16 + tl.arange(0, BLOCK_K // 16)
+    scale_bits = tl.load(scale_ptr + rows[:, None] * (KP // 16) + scale_cols[None, :],
+                         mask=row_ok & (scale_cols[None, :] < KP // 16), other=0).to(tl.int32)
+    scale = e4m3_decode_f16(scale_bits)[:, :, None]                      # [R, BLOCK_K/16, 1]
+    shape3: tl.constexpr = (rows.shape[0], BLOCK_K // 16, 8)
+    even = tl.reshape(tl.reshape(e2m1_decode_f16(packed & 0xF), shape3) * scale, (rows.shape[0], BLOCK_K // 2))
+    odd = tl.reshape(tl.reshape(e2m1_decode_f16(packed >> 4), shape3) * scale, (rows.shape[0], BLOCK_K // 2))
+    return even, odd
 
 
 @triton.jit
@@ -111,14 +116,14 @@ def _prune(configs, named_args, **kwargs):
     return kept or configs[:1]
 
 
-@triton.autotune(configs=_configs(), key=["M", "N", "KP", "SPLIT_K", "A_DECODED"], prune_configs_by={"early_config_prune": _prune},
+@triton.autotune(configs=_configs(), key=["M", "N", "KP", "SPLIT_K"], prune_configs_by={"early_config_prune": _prune},
                  reset_to_zero=["acc_ptr"])
 @triton.jit
 def gemm_kernel(
     a_ptr, as_ptr, w_ptr, ws_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr, acc_ptr,
     M, N, KP, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    WANT_AMAX: tl.constexpr, SPLIT_K: tl.constexpr, A_DECODED: tl.constexpr,
+    WANT_AMAX: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr = 8,
 ):
     # Grouped ordering of output tiles: neighbouring programs share A rows (L2 reuse).
@@ -134,16 +139,8 @@ def gemm_kernel(
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    half_cols = tl.arange(0, BLOCK_K // 2)
     for k0 in range(pid_k * BLOCK_K, KP, BLOCK_K * SPLIT_K):
-        if A_DECODED:  # A already fp16 [M, KP], evens then odds (decode_kernel): plain loads
-            cols = k0 // 2 + half_cols
-            a_mask = (offs_m[:, None] < M) & (cols[None, :] < KP // 2)
-            a_row = a_ptr + offs_m[:, None] * KP + cols[None, :]
-            a_even = tl.load(a_row, mask=a_mask, other=0.0)
-            a_odd = tl.load(a_row + KP // 2, mask=a_mask, other=0.0)
-        else:
-            a_even, a_odd = _decode_half_tiles(a_ptr, as_ptr, offs_m, k0, M, KP, BLOCK_K)
+        a_even, a_odd = _decode_half_tiles(a_ptr, as_ptr, offs_m, k0, M, KP, BLOCK_K)
         w_even, w_odd = _decode_half_tiles(w_ptr, ws_ptr, offs_n, k0, N, KP, BLOCK_K)
         acc = tl.dot(a_even, tl.trans(w_even), acc)
         acc = tl.dot(a_odd, tl.trans(w_odd), acc)
@@ -241,10 +238,6 @@ def decode_to_f16(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return out
 
 
-#: Above this many rows the tile kernel reads A pre-decoded to fp16 instead of decoding it per tile.
-A_DECODE_MIN_M = 4
-INTERPRET_FORCE_INLINE_A = False  # tests flip it to cover both variants
-
 #: From this many rows a GEMM is compute-bound on Hopper (DESIGN.md: M ~ 300 for bf16): decode
 #: both operands once to fp16 and run a dense tensor-core GEMM instead of decoding per tile.
 DENSE_MIN_M = 512
@@ -266,11 +259,15 @@ def _num_sms(device: torch.device) -> int:
 
 
 def choose_split_k(m: int, n: int, kp: int, device: torch.device) -> int:
-    """Split K when output tiles alone cannot fill the GPU (memory-bound small-M GEMMs)."""
+    """Split K when output tiles alone cannot fill the GPU (memory-bound small-M GEMMs).
+
+    Aim for ~8 programs per SM so enough warps are in flight to hide memory latency, keeping at
+    least 256 elements of K per split.
+    """
     if INTERPRET or m > 64:
         return 1
     tiles = triton.cdiv(m, 16) * triton.cdiv(n, 64)
-    split = max(1, min(2 * _num_sms(device) // max(tiles, 1), kp // 512))
+    split = max(1, min(8 * _num_sms(device) // max(tiles, 1), kp // 256))
     return int(split)
 
 
@@ -327,14 +324,10 @@ def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, r
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), split_k)
 
-    a_scale2 = a_scale.view(torch.uint8).reshape(-1, kp // 16)
-    # With more than a few rows, decoding A once (small) beats decoding it again in every N tile.
-    a_decoded = m > A_DECODE_MIN_M and not INTERPRET_FORCE_INLINE_A
-    a_in = decode_to_f16(a2, a_scale2) if a_decoded else a2
     gemm_kernel[grid](
-        a_in, a_scale2, w_data, w_scale.view(torch.uint8),
+        a2, a_scale.view(torch.uint8).reshape(-1, kp // 16), w_data, w_scale.view(torch.uint8),
         a_gs.reshape(1), w_gs.reshape(1), bias_t, gate_v, res_v, out, amax, acc,
-        m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, A_DECODED=a_decoded, **flags,
+        m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, **flags,
     )
     if split_k > 1:
         epi_grid = (triton.cdiv(m, 16), triton.cdiv(n, 128))
