@@ -32,12 +32,15 @@ def gemm_table(d: dict) -> str:
 
 def quantize_table(d: dict) -> str:
     lines = [_env(d["environment"]) + f"; copy bandwidth {d['copy_gbs']:.0f} GB/s (read + write)", "",
-             "| model | M x K | amax given (us) | GB/s | x copy | amax reduced (us) | GB/s | x copy |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| model | M x K | amax given (us) | GB/s | x copy | amax given, CUDA graph (us) | x copy (graph) "
+             "| amax reduced (us) | GB/s | x copy |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in d["results"]:
+        graph_us = f"{r['ms_amax_given_graph'] * 1e3:.1f}" if "ms_amax_given_graph" in r else "-"
+        graph_x = f"{r['ratio_to_copy_given_graph']:.2f}" if "ratio_to_copy_given_graph" in r else "-"
         lines.append(f"| {r['model']} | {r['shape'][0]}x{r['shape'][1]} | {r['ms_amax_given'] * 1e3:.1f} | "
-                     f"{r['gbs_amax_given']:.0f} | {r['ratio_to_copy_given']:.2f} | {r['ms_amax_dynamic'] * 1e3:.1f} | "
-                     f"{r['gbs_amax_dynamic']:.0f} | {r['ratio_to_copy_dynamic']:.2f} |")
+                     f"{r['gbs_amax_given']:.0f} | {r['ratio_to_copy_given']:.2f} | {graph_us} | {graph_x} | "
+                     f"{r['ms_amax_dynamic'] * 1e3:.1f} | {r['gbs_amax_dynamic']:.0f} | {r['ratio_to_copy_dynamic']:.2f} |")
     return "\n".join(lines)
 
 
@@ -55,6 +58,6 @@ if __name__ == "__main__":
     for path in sys.argv[1:]:
         data = json.load(open(path))
         kind = "gemm" if "gemm" in path else "quantize" if "quantize" in path else "block"
-        print(f"### {path}\n")
+        print(f"#### `{path}`\n")
         print({"gemm": gemm_table, "quantize": quantize_table, "block": block_table}[kind](data))
         print()

@@ -72,6 +72,37 @@ def demo(
                   "(NVFP4 includes graph capture; the reference backend dequantizes in PyTorch)")
 
 
+BENCHMARKS = ("quantize", "gemm", "block")
+
+
+@app.command()
+def bench(
+    which: list[str] = typer.Argument(None, help=f"Which benchmarks to run: {', '.join(BENCHMARKS)} (default: all)."),
+    out_dir: str = typer.Option(".", "--out", help="Folder for the JSON results."),
+) -> None:
+    """Run the GPU benchmarks (benchmarks/bench_*.py): tables on stdout, JSON in --out."""
+    import os
+    import runpy
+    import sys
+
+    import torch
+
+    which = which or list(BENCHMARKS)
+    unknown = [w for w in which if w not in BENCHMARKS]
+    if unknown:
+        raise typer.BadParameter(f"expected some of {BENCHMARKS}, got {unknown}", param_hint="WHICH")
+    if not torch.cuda.is_available():
+        console.print("[red]nvfp4 bench needs a CUDA GPU (the benchmarks compare against cuBLAS).[/red]")
+        raise typer.Exit(code=1)
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    if not os.path.isdir(folder):
+        console.print(f"[red]benchmark scripts not found at {folder}; run from a source checkout.[/red]")
+        raise typer.Exit(code=1)
+    for name in which:
+        sys.argv = [f"bench_{name}.py", "--json", os.path.join(out_dir, f"{name}.json")]
+        runpy.run_path(os.path.join(folder, f"bench_{name}.py"), run_name="__main__")
+
+
 @app.command()
 def version() -> None:
     """Print the versions of nvfp4_compiler, torch and triton."""

@@ -47,3 +47,13 @@ def test_installed_console_script_runs():
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "NVFP4 round trip" in proc.stdout and "gaussian" in proc.stdout
+
+
+def test_bench_rejects_unknown_names_and_needs_a_gpu():
+    result = runner.invoke(app, ["bench", "everything"])
+    assert result.exit_code != 0 and "WHICH" in result.output
+    import torch
+
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["bench", "gemm"])
+        assert result.exit_code == 1 and "needs a CUDA GPU" in result.output
