@@ -7,14 +7,15 @@
     print(nvfp4.report(compiled))              # what was quantized, fused, and left out
 """
 
+from ._version import __version__
 from .api import NVFP4Module, calibrate, compile, report
 from .capture import CaptureError, capture_graphs, export_graph
+from .checkpoint import CheckpointError, load
 from .config import Config
 from .format import NVFP4Tensor, quantize
 from .report import Report
 
-__version__ = "0.1.0"
 __all__ = [
-    "CaptureError", "Config", "NVFP4Module", "NVFP4Tensor", "Report", "__version__", "calibrate",
-    "capture_graphs", "compile", "export_graph", "quantize", "report",
+    "CaptureError", "CheckpointError", "Config", "NVFP4Module", "NVFP4Tensor", "Report", "__version__", "calibrate",
+    "capture_graphs", "compile", "export_graph", "load", "quantize", "report",
 ]

@@ -31,7 +31,8 @@ class NVFP4Module(nn.Module):
         # Linears that Dynamo leaves to eager Python (after a graph break it cannot resume from)
         # still run in NVFP4, through the same ops; the report lists them.
         self._in_call = {"on": False}
-        self.eager_linears, self._eager_handles = eager_fallback.install(model, config, self._eligible, self._in_call)
+        self.eager_linears, self._eager_handles = eager_fallback.install(
+            model, config, self._eligible, self._in_call, self.backend.weight_cache)
         self._compiled = torch.compile(model, backend=self.backend, dynamic=False, fullgraph=config.fullgraph)
 
     def forward(self, *args, **kwargs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import typer
@@ -10,6 +11,122 @@ from rich.table import Table
 
 app = typer.Typer(help="NVFP4 toolkit for video transformers.", no_args_is_help=True, add_completion=False)
 console = Console()
+errors = Console(stderr=True)
+STATE = {"debug": False}
+EXIT_ERROR, EXIT_INTERRUPTED = 2, 130
+
+
+@app.callback()
+def main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    """NVFP4 toolkit for video transformers."""
+    STATE["debug"] = debug
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Expected failures (bad input, missing files, unwritable folders) become one line on stderr and
+    a non-zero exit; a traceback only with --debug."""
+    from .checkpoint import CheckpointError
+    from .capture import CaptureError
+    from .models.resolve import ModelSpecError
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        if STATE["debug"]:
+            raise
+        errors.print("nvfp4: interrupted; no partial output was left behind", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except (ModelSpecError, CheckpointError, CaptureError, OSError, ValueError) as err:
+        if STATE["debug"]:
+            raise
+        errors.print(f"nvfp4: error: {err}".splitlines()[0], markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+@app.command()
+def rewrite(
+    model: str = typer.Argument(..., help="Built-in name (tiny, wan-1.3b, wan-5b), package.module:factory, or a model folder."),
+    out: str = typer.Option(..., "--out", help="Checkpoint folder to write (must not exist unless --force)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Module-name glob to keep in bf16 (repeatable)."),
+    keep_last_blocks: int = typer.Option(0, "--keep-last-blocks", min=0, help="Keep the last N blocks in bf16."),
+    shard_size_mb: int = typer.Option(5120, "--shard-size-mb", min=1, help="Largest shard, in MiB."),
+    seed: int = typer.Option(0, help="Seed of a built-in model's random weights."),
+) -> None:
+    """Quantize a model's linears and write an NVFP4 checkpoint (Model Optimizer layout, safetensors)."""
+    from rich.progress import Progress
+
+    from . import checkpoint
+    from .config import Config
+    from .models.resolve import resolve
+
+    with user_errors():
+        resolved = resolve(model, seed=seed)
+        config = Config(exclude=tuple(exclude), keep_last_blocks_bf16=keep_last_blocks)
+        with Progress(console=errors, transient=True) as bar:
+            task = bar.add_task(f"quantizing {resolved.description}", total=None)
+            plan = checkpoint.save(
+                resolved.model, out, config, force=force, shard_bytes=shard_size_mb * 2**20,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                extra_files={"nvfp4_source.json": {"model": model, "seed": seed}},
+            )
+        print(f"wrote {out}: {len(plan.quantized)} linears in NVFP4, {len(plan.excluded)} kept "
+              f"({', '.join(sorted(plan.excluded)) or 'none'})")
+
+
+@app.command()
+def inspect(
+    model: str = typer.Argument(..., help="Built-in name, package.module:factory, or a model folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    html_path: str = typer.Option(None, "--html", help="Also write a self-contained HTML page with the graph drawn."),
+    force: bool = typer.Option(False, "--force", help="Replace --html if it exists."),
+    seed: int = typer.Option(0, help="Seed of a built-in model's random weights."),
+) -> None:
+    """Compile MODEL on example inputs and show its fused-graph report."""
+    import os
+
+    import torch
+
+    from . import api
+    from .models.resolve import resolve
+
+    with user_errors():
+        if html_path and os.path.exists(html_path) and not force:
+            raise FileExistsError(f"--html: {html_path} already exists (pass --force to replace it)")
+        resolved = resolve(model, seed=seed, with_inputs=True)
+        if resolved.example_inputs is None:
+            raise ValueError(f"MODEL: no example inputs are known for {resolved.description}; "
+                             "give its module an example_inputs(model) function")
+        compiled = api.compile(resolved.model)
+        with torch.no_grad():
+            compiled(*resolved.example_inputs, **(resolved.example_kwargs or {}))
+        rep = api.report(compiled)
+        if html_path:
+            from .graph_html import render
+
+            _write_atomically(html_path, render(compiled, f"nvfp4 inspect {model}"))
+        if as_json:
+            print(rep.to_json())
+        else:
+            console.print(rep)
+            if html_path:
+                print(f"wrote {html_path}")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".nvfp4-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 @app.command()

@@ -17,27 +17,21 @@ from torch import nn
 
 from . import ops
 from .backends import resolve_backend
-from .format import quantize
 
 
 class _EagerNVFP4:
     """The eager path of one linear: weight quantized once per weight version, input per call."""
 
-    def __init__(self, name: str, module: nn.Linear, config, ran: set[str], active: dict):
+    def __init__(self, name: str, module: nn.Linear, config, ran: set[str], active: dict, cache):
         self.name, self.module, self.config, self.ran, self.active = name, module, config, ran, active
-        self.version = None
-        self.qweight = None
+        self.cache = cache  # the runtime's WeightCache, shared with the captured graphs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype not in (torch.float32, torch.bfloat16, torch.float16) or self.config.activation_scales == "static":
             return F.linear(x, self.module.weight, self.module.bias)  # no calibrated scale exists outside graphs
-        weight = self.module.weight
-        if self.version != (weight._version, weight.data_ptr()):
-            self.qweight = quantize(weight.detach(), block=(1, 16))
-            self.version = (weight._version, weight.data_ptr())
         backend, _ = resolve_backend(self.config.backend, x.device)
         xd, xs, xg = ops.quantize(x, None, 1, backend)
-        w = self.qweight
+        w = self.cache.get(self.module.weight)
         out, _ = ops.gemm(xd, xs, xg, w.data, w.scale, w.global_scale, self.module.bias, "none", None, None,
                           x.dtype, backend)
         self.ran.add(self.name)
@@ -55,7 +49,7 @@ def _forward_through(path: _EagerNVFP4):
     return forward
 
 
-def install(model: nn.Module, config, is_eligible, active: dict) -> tuple[set[str], list]:
+def install(model: nn.Module, config, is_eligible, active: dict, cache) -> tuple[set[str], list]:
     """Give every eligible linear of ``model`` the eager NVFP4 path, taken while ``active["on"]``.
 
     Returns (names of linears that ran it, the handles to undo it with :func:`uninstall`).
@@ -64,7 +58,7 @@ def install(model: nn.Module, config, is_eligible, active: dict) -> tuple[set[st
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and is_eligible(name, module):
-            path = _EagerNVFP4(name, module, config, ran, active)
+            path = _EagerNVFP4(name, module, config, ran, active, cache)
             module.forward = types.MethodType(_forward_through(path), module)
             handles.append(path)
     return ran, handles

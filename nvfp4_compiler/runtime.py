@@ -35,8 +35,13 @@ class WeightCache:
             if ref() is weight and version == weight._version:
                 return q
         q = quantize(weight.detach(), block=(1, 16))
-        self._entries[id(weight)] = (weakref.ref(weight), weight._version, q)
+        self.put(weight, q)
         return q
+
+    def put(self, weight: torch.Tensor, q: NVFP4Tensor) -> None:
+        """Use ``q`` as the NVFP4 copy of ``weight`` (until ``weight`` changes in place), e.g. the
+        tensors of a loaded checkpoint, so they are used as stored instead of re-quantized."""
+        self._entries[id(weight)] = (weakref.ref(weight), weight._version, q)
 
 
 @dataclass
