@@ -114,6 +114,35 @@ def inspect(
                 print(f"wrote {html_path}")
 
 
+@app.command("export")
+def export_cmd(
+    model: str = typer.Argument(..., help="Built-in name, package.module:factory, or a model folder."),
+    onnx_path: str = typer.Option(..., "--onnx", help="ONNX file to write (opset 23)."),
+    force: bool = typer.Option(False, "--force", help="Replace --onnx if it exists."),
+    exclude: list[str] = typer.Option([], "--exclude", help="Module-name glob to keep in bf16 (repeatable)."),
+    seed: int = typer.Option(0, help="Seed of a built-in model's random weights."),
+) -> None:
+    """Export MODEL to ONNX with FLOAT4E2M1 weights and NVFP4-quantized activations."""
+    import os
+
+    from . import onnx_export
+    from .config import Config
+    from .models.resolve import resolve
+
+    with user_errors():
+        if os.path.exists(onnx_path) and not force:
+            raise FileExistsError(f"--onnx: {onnx_path} already exists (pass --force to replace it)")
+        resolved = resolve(model, seed=seed, with_inputs=True)
+        if resolved.example_inputs is None:
+            raise ValueError(f"MODEL: no example inputs are known for {resolved.description}; "
+                             "give its module an example_inputs(model) function")
+        with console.status("exporting to ONNX", spinner="dots"):
+            proto = onnx_export.to_onnx(resolved.model, resolved.example_inputs, Config(exclude=tuple(exclude)))
+        onnx_export.save(proto, onnx_path, force=force)
+        fp4 = sum(1 for i in proto.graph.initializer if i.data_type == 23)  # TensorProto.FLOAT4E2M1
+        print(f"wrote {onnx_path}: opset {onnx_export.OPSET}, {fp4} FLOAT4E2M1 weights")
+
+
 def _write_atomically(path: str, text: str) -> None:
     import os
     import tempfile
