@@ -50,7 +50,7 @@ class NVFP4Backend:
             name = self.param_names.get(id(value)) or _source_parameter_name(node)
             if name is not None and isinstance(value, torch.Tensor):
                 param_names[node.name], params[node.name], arg_index[node.name] = name, value, i
-        ctx = CompileContext(self.config, len(self.graphs), param_names, params, self.num_blocks)
+        ctx = CompileContext(self.config, len(self.graphs), param_names, params, self.num_blocks, self.weight_cache)
         gm = run_pipeline(gm, ctx)
         self.graphs.append(CapturedGraph(gm, ctx))
         return GraphRunner(gm, ctx, _weight_slots(gm, arg_index, ctx), self.weight_cache, self.param_names, self)

@@ -271,3 +271,10 @@ def test_config_validation_names_the_field():
         nvfp4.Config(block_pattern="no groups")
     with pytest.raises(TypeError, match="model"):
         nvfp4.compile("not a model")
+
+
+def test_capture_graphs_returns_the_unmodified_dynamo_graphs():
+    graphs = nvfp4.capture_graphs(DataDependentBranch(), torch.randn(8, 32))
+    assert len(graphs) >= 2
+    code = "\n".join(g.code for g in graphs)
+    assert code.count("torch._C._nn.linear") == 2 and "nvfp4" not in code

@@ -62,7 +62,9 @@ def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.stack([real, imag], dim=-1).flatten(-2).type_as(x)
 
 
-class SelfAttention(nn.Module):
+class AttentionProjections(nn.Module):
+    """q/k/v/out projections with qk-RMSNorm across all heads, as Wan's attention layers have."""
+
     def __init__(self, cfg: VideoDiTConfig):
         super().__init__()
         self.num_heads = cfg.num_heads
@@ -70,13 +72,15 @@ class SelfAttention(nn.Module):
         self.to_k = nn.Linear(cfg.dim, cfg.dim)
         self.to_v = nn.Linear(cfg.dim, cfg.dim)
         self.to_out = nn.Linear(cfg.dim, cfg.dim)
-        # qk-norm across all heads, as Wan does
         self.norm_q = nn.RMSNorm(cfg.dim, eps=cfg.eps)
         self.norm_k = nn.RMSNorm(cfg.dim, eps=cfg.eps)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, H, T, Dh]."""
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
+
+class SelfAttention(AttentionProjections):
     def forward(self, x: torch.Tensor, angles: torch.Tensor, context: torch.Tensor | None,
                 context_angles: torch.Tensor | None) -> torch.Tensor:
         q = apply_rope(self.heads(self.norm_q(self.to_q(x))), angles)
@@ -90,22 +94,11 @@ class SelfAttention(nn.Module):
         return self.to_out(out.transpose(1, 2).flatten(2))
 
 
-class CrossAttention(nn.Module):
-    def __init__(self, cfg: VideoDiTConfig):
-        super().__init__()
-        self.num_heads = cfg.num_heads
-        self.to_q = nn.Linear(cfg.dim, cfg.dim)
-        self.to_k = nn.Linear(cfg.dim, cfg.dim)
-        self.to_v = nn.Linear(cfg.dim, cfg.dim)
-        self.to_out = nn.Linear(cfg.dim, cfg.dim)
-        self.norm_q = nn.RMSNorm(cfg.dim, eps=cfg.eps)
-        self.norm_k = nn.RMSNorm(cfg.dim, eps=cfg.eps)
-
+class CrossAttention(AttentionProjections):
     def forward(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        split = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
-        q = split(self.norm_q(self.to_q(x)))
-        k = split(self.norm_k(self.to_k(text)))
-        v = split(self.to_v(text))
+        q = self.heads(self.norm_q(self.to_q(x)))
+        k = self.heads(self.norm_k(self.to_k(text)))
+        v = self.heads(self.to_v(text))
         return self.to_out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
 
 

@@ -63,6 +63,7 @@ class CompileContext:
     param_names: dict[str, str]          # placeholder name -> parameter name ("blocks.0.ffn.up.weight")
     params: dict[str, torch.Tensor]      # placeholder name -> the real tensor passed for it
     num_blocks: int
+    weight_cache: object | None = None   # runtime.WeightCache: quantize each parameter once
     sites: list[GemmSite] = field(default_factory=list)
     boundaries: list[Boundary] = field(default_factory=list)
     site_of_node: dict[str, GemmSite] = field(default_factory=dict)  # GEMM node name -> site

@@ -59,8 +59,8 @@ def _ineligible_reason(ctx: CompileContext, module: str | None, x, w) -> str | N
     return ctx.config.exclusion_reason(module, ctx.num_blocks)
 
 
-def _register_weight(gm: fx.GraphModule, prefix: str, weight: torch.Tensor) -> tuple[str, str, str, int]:
-    q = quantize(weight.detach(), block=(1, 16))
+def _register_weight(gm: fx.GraphModule, prefix: str, weight: torch.Tensor, cache) -> tuple[str, str, str, int]:
+    q = cache.get(weight) if cache is not None else quantize(weight.detach(), block=(1, 16))
     names = (f"{prefix}_data", f"{prefix}_scale", f"{prefix}_global_scale")
     for attr, tensor in zip(names, (q.data, q.scale, q.global_scale)):
         gm.register_buffer(attr, tensor)
@@ -97,7 +97,7 @@ def quantize_gemms(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
             continue
 
         prefix = f"_nvfp4_w{count}"
-        wd, ws, wg, qbytes = _register_weight(gm, prefix, ctx.params[w.name])
+        wd, ws, wg, qbytes = _register_weight(gm, prefix, ctx.params[w.name], ctx.weight_cache)
         site.weight_bytes_before = wv.numel() * wv.element_size()
         site.weight_bytes_after = qbytes
         with graph.inserting_before(node):
