@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 ACTIVATION_SCALE_MODES = ("dynamic", "static")
+RECIPES = ("nvfp4", "bf16")
 BACKENDS = ("auto", "reference", "triton", "native")
 
 
@@ -33,6 +34,11 @@ class Config:
             off by default, so such layers stay in bf16 and are reported.
         fullgraph: require one graph per forward; a graph break then raises
             :class:`nvfp4_compiler.CaptureError` naming where and why.
+        recipe: ``"nvfp4"`` (default) or ``"bf16"`` (nothing quantized: the baseline arm of an
+            experiment). Graphs captured with grad enabled train with NVIDIA's NVFP4 recipe:
+        weight_tiles_2d, rht_wgrad, stochastic_gradients: the recipe's switches (16x16 weight
+            tiles; random Hadamard transform on the wgrad operands; stochastic rounding of
+            gradients), all on by default as in NVIDIA's recipe.
     """
 
     include: tuple[str, ...] = ("*",)
@@ -45,6 +51,10 @@ class Config:
     fuse_epilogues: bool = True
     pad_k: bool = False
     fullgraph: bool = False
+    recipe: str = "nvfp4"
+    weight_tiles_2d: bool = True
+    rht_wgrad: bool = True
+    stochastic_gradients: bool = True
     _block_regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +69,8 @@ class Config:
                 raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
         if self.activation_scales not in ACTIVATION_SCALE_MODES:
             raise ValueError(f"activation_scales: expected one of {ACTIVATION_SCALE_MODES}, got {self.activation_scales!r}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe: expected one of {RECIPES}, got {self.recipe!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {self.backend!r}")
         try:
@@ -69,6 +81,12 @@ class Config:
             raise ValueError("block_pattern: needs one group capturing the block index")
         object.__setattr__(self, "_block_regex", regex)
 
+    def training_recipe(self):
+        """The :class:`nvfp4_compiler.training.Recipe` these switches describe."""
+        from .training import Recipe
+
+        return Recipe(self.weight_tiles_2d, self.rht_wgrad, self.stochastic_gradients)
+
     def block_index(self, module_name: str) -> int | None:
         """Index of the transformer block a module belongs to, or None."""
         match = self._block_regex.search(module_name)
@@ -76,6 +94,8 @@ class Config:
 
     def exclusion_reason(self, module_name: str, num_blocks: int) -> str | None:
         """Why ``module_name`` stays in bf16 by configuration, or None if it may be quantized."""
+        if self.recipe == "bf16":
+            return "Config.recipe='bf16' (the unquantized arm)"
         if not any(fnmatch.fnmatchcase(module_name, g) for g in self.include):
             return f"not matched by include={self.include}"
         for pattern in self.exclude:

@@ -96,6 +96,10 @@ def quantize_gemms(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
             site.weight_bytes_before = site.weight_bytes_after = wv.numel() * wv.element_size() if wv is not None else 0
             continue
 
+        if torch.is_grad_enabled() and wv.requires_grad:  # a training graph: all three GEMMs in NVFP4
+            _rewrite_for_training(graph, node, x, w, b, ctx, site)
+            count += 1
+            continue
         prefix = f"_nvfp4_w{count}"
         wd, ws, wg, qbytes = _register_weight(gm, prefix, ctx.params[w.name], ctx.weight_cache)
         site.weight_bytes_before = wv.numel() * wv.element_size()
@@ -128,6 +132,26 @@ def quantize_gemms(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
     gm.recompile()
     _check(gm, ctx)
     return PassResult(gm, count > 0, count)
+
+
+def _rewrite_for_training(graph: fx.Graph, node: fx.Node, x, w, b, ctx: CompileContext, site: GemmSite) -> None:
+    """linear(x, W, b) -> training.nvfp4_linear_switches(x, W, b, switches): NVFP4 fprop, dgrad, wgrad."""
+    from ..training import nvfp4_linear_switches
+
+    recipe = ctx.config.training_recipe()
+    with graph.inserting_before(node):
+        new = graph.call_function(nvfp4_linear_switches, (x, w, b, recipe.weight_tiles_2d, recipe.rht_wgrad,
+                                                          recipe.stochastic_gradients))
+    copy_meta_value(new, example_value(node))
+    node.replace_all_uses_with(new)
+    graph.erase_node(node)
+    wv = example_value(w)
+    site.quantized, site.input_scale = True, "dynamic"
+    site.backend = "reference"
+    site.strategy = "training: fprop/dgrad/wgrad in NVFP4 (16x16 weights, RHT wgrad, SR gradients)"
+    site.weight_bytes_before = site.weight_bytes_after = wv.numel() * wv.element_size()  # fp32 master weights
+    if b is not None:
+        site.epilogue.append("bias")
 
 
 def _check(gm: fx.GraphModule, ctx: CompileContext) -> None:
