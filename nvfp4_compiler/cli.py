@@ -218,6 +218,38 @@ def demo(
                   "(NVFP4 includes graph capture; the reference backend dequantizes in PyTorch)")
 
 
+@app.command()
+def train(
+    steps: int = typer.Option(300, min=1, help="Optimizer steps per arm."),
+    out: str = typer.Option("runs/train", "--out", help="Folder for loss_curves.png and summary.json."),
+    device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
+    dim: int = typer.Option(128, min=16, help="Model width (multiple of 16 x heads)."),
+    layers: int = typer.Option(2, min=1, help="Transformer blocks."),
+    batch_size: int = typer.Option(8, min=1, help="Clips per step."),
+    lr: float = typer.Option(2e-3, min=0.0, help="AdamW learning rate (cosine decay)."),
+    seed: int = typer.Option(0, help="Seed of weights, data, noise and rounding (shared by both arms)."),
+    eval_every: int = typer.Option(50, min=1, help="Steps between validation losses."),
+) -> None:
+    """Train the embedded video DiT on procedural video, NVFP4 and bf16 arms from the same seed."""
+    import torch
+
+    from .trainer import TrainConfig, run
+
+    with user_errors():
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+            raise ValueError(f"--device: expected auto, cpu or an available cuda, got {device!r}")
+        if dim % 32:
+            raise ValueError(f"--dim: expected a multiple of 32 (2 heads x 16), got {dim}")
+        cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
+                          dim=dim, layers=layers, device=device)
+        summary = run(cfg, out)
+        final, ratio = summary["final_val_loss"], summary["val_loss_ratio_nvfp4_over_bf16"]
+        print(f"final validation loss: NVFP4 {final['nvfp4']:.4f}, bf16 {final['bf16']:.4f} (ratio {ratio:.3f}); "
+              f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")
+
+
 BENCHMARKS = ("quantize", "gemm", "block")
 
 
