@@ -82,7 +82,7 @@ def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None) -
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % cfg.eval_every == 0 or step == cfg.steps:
             with torch.no_grad():
                 vals.append((step, float(_loss(compiled, *val[:2], class_text, *val[2:]))))
@@ -122,8 +122,12 @@ def plot(arms: list[dict], path: str) -> None:
 def run(cfg: TrainConfig, out_dir: str, progress: bool = True) -> dict:
     """Train both arms, write ``loss_curves.png`` and ``summary.json`` into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
+    arms = []
     with Progress(disable=not progress) as bar:
-        arms = [train_arm("nvfp4", cfg, bar), train_arm("bf16", cfg, bar)]
+        for recipe in ("nvfp4", "bf16"):
+            arms.append(train_arm(recipe, cfg, bar))
+            with open(os.path.join(out_dir, f"arm_{recipe}.json"), "w") as f:  # kept even if a later arm fails
+                json.dump(arms[-1], f)
     nvfp4_val, bf16_val = arms[0]["val"][-1][1], arms[1]["val"][-1][1]
     summary = {
         "config": asdict(cfg),
