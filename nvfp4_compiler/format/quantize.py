@@ -60,11 +60,12 @@ def _block_amax(blocks: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 
 
 def _uniform_like(x: torch.Tensor, seed: int | None) -> torch.Tensor:
-    """U[0, 1) draws for stochastic rounding, reproducible from ``seed`` on any device."""
+    """U[0, 1) draws for stochastic rounding, drawn on x's device (a CPU draw copied to a GPU cost
+    more than the whole training step), reproducible from ``seed`` on a given device type."""
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.rand(x.shape, generator=gen, dtype=torch.float32).to(x.device)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    return torch.rand(x.shape, generator=gen, dtype=torch.float32, device=x.device)
 
 
 def _empty(x: torch.Tensor, block: tuple[int, int], rht: bool) -> NVFP4Tensor:
