@@ -22,6 +22,11 @@ from .models import build_model, get_config
 from .video_data import NUM_CLASSES, batch
 
 
+#: NVIDIA's recipe keeps embeddings and the final projection in bf16: for the video DiT, the patch
+#: embedding, the timestep/text embedding MLPs and the output projection.
+RECIPE_BF16_MODULES = ("patch_embed", "time_embed.*", "time_proj", "text_embed.*", "proj_out")
+
+
 @dataclass
 class TrainConfig:
     steps: int = 300
@@ -35,6 +40,7 @@ class TrainConfig:
     heads: int = 2
     frames: int = 4
     size: int = 16           # latent height = width
+    keep_last_blocks: int = 0  # blocks kept in bf16 at the end (the recipe's ~15% of linears)
     device: str = "cpu"
 
     def model_config(self):
@@ -55,7 +61,8 @@ def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None) -
     device = torch.device(cfg.device)
     mcfg = cfg.model_config()
     model = build_model(mcfg, seed=cfg.seed, device=device).train()
-    compiled = nvfp4_compile(model, recipe=recipe)
+    compiled = nvfp4_compile(model, recipe=recipe, exclude=RECIPE_BF16_MODULES,
+                             keep_last_blocks_bf16=cfg.keep_last_blocks)
     gen = torch.Generator().manual_seed(cfg.seed)
     class_text = torch.randn(NUM_CLASSES, 1, mcfg.text_dim, generator=gen).to(device)
     clip_args = dict(channels=mcfg.in_channels, frames=cfg.frames, height=cfg.size, width=cfg.size)
