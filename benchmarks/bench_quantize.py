@@ -45,7 +45,6 @@ def run(json_path: str | None = None) -> dict:
             rows.append([model, f"{m}x{k}", given * 1e3, bw_given, row["ratio_to_copy_given"],
                          given_graph * 1e3, row["ratio_to_copy_given_graph"],
                          dynamic * 1e3, bw_dynamic, row["ratio_to_copy_dynamic"]])
-            del xs
     print_table(f"NVFP4 quantize (bf16 in), copy bandwidth {copy_gbs:.0f} GB/s",
                 ["model", "M x K", "us (amax given)", "GB/s", "x copy", "us (given, graph)", "x copy (graph)",
                  "us (dynamic)", "GB/s", "x copy"], rows)

@@ -32,7 +32,7 @@ def _run(model, inputs):
 
 def test_symbolic_trace_alone_fails_on_wan():
     model, _ = _small_wan()
-    with pytest.raises(Exception):
+    with pytest.raises((TypeError, torch.fx.proxy.TraceError)):  # RoPE's shape-dependent slicing
         torch.fx.symbolic_trace(model)
 
 

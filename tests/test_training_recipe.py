@@ -5,7 +5,7 @@ import torch
 
 import nvfp4_compiler as nvfp4
 from nvfp4_compiler.format import inverse_rht, rht
-from nvfp4_compiler.training import NVFP4Linear, Recipe, nvfp4_linear, saved_activation_bytes
+from nvfp4_compiler.training import Recipe, nvfp4_linear, saved_activation_bytes
 
 
 def _operands(m=40, k=48, n=32, seed=0):
