@@ -130,6 +130,24 @@ def calibrate(compiled: NVFP4Module, batches: Iterable, *, progress: bool = True
     }
 
 
+def input_amax_by_module(compiled: NVFP4Module) -> dict[str, float]:
+    """Calibrated activation amax per quantized linear (module name -> amax), from the static-scale
+    buffers of a model compiled with ``activation_scales="static"`` and run through :func:`calibrate`."""
+    amax: dict[str, float] = {}
+    for captured in compiled.backend.graphs:
+        gm = captured.graph_module
+        for node in gm.graph.nodes:
+            if node.op != "call_function" or node.target is not ops.QUANTIZE:
+                continue
+            source = node.args[1]
+            if isinstance(source, fx.Node) and source.op == "get_attr":
+                value = float(getattr(gm, source.target))
+                if value == value:  # NaN: never calibrated
+                    for module in node.meta.get("nvfp4_input_of", []):
+                        amax[module] = max(value, amax.get(module, 0.0))
+    return amax
+
+
 def _config_fields(config: Config) -> dict:
     return {k: v for k, v in asdict(config).items() if not k.startswith("_")}
 

@@ -52,6 +52,8 @@ def rewrite(
     exclude: list[str] = typer.Option([], "--exclude", help="Module-name glob to keep in bf16 (repeatable)."),
     keep_last_blocks: int = typer.Option(0, "--keep-last-blocks", min=0, help="Keep the last N blocks in bf16."),
     shard_size_mb: int = typer.Option(5120, "--shard-size-mb", min=1, help="Largest shard, in MiB."),
+    calibrate: int = typer.Option(0, "--calibrate", min=0,
+                                  help="Run N example batches with static scales and write each linear's input_scale."),
     seed: int = typer.Option(0, help="Seed of a built-in model's random weights."),
 ) -> None:
     """Quantize a model's linears and write an NVFP4 checkpoint (Model Optimizer layout, safetensors)."""
@@ -62,17 +64,39 @@ def rewrite(
     from .models.resolve import resolve
 
     with user_errors():
-        resolved = resolve(model, seed=seed)
+        resolved = resolve(model, seed=seed, with_inputs=calibrate > 0)
         config = Config(exclude=tuple(exclude), keep_last_blocks_bf16=keep_last_blocks)
+        input_amax = _calibrated_input_amax(resolved, config, calibrate) if calibrate else None
         with Progress(console=errors, transient=True) as bar:
             task = bar.add_task(f"quantizing {resolved.description}", total=None)
             plan = checkpoint.save(
-                resolved.model, out, config, force=force, shard_bytes=shard_size_mb * 2**20,
+                resolved.model, out, config, force=force, shard_bytes=shard_size_mb * 2**20, input_amax=input_amax,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
                 extra_files={"nvfp4_source.json": {"model": model, "seed": seed}},
             )
         print(f"wrote {out}: {len(plan.quantized)} linears in NVFP4, {len(plan.excluded)} kept "
               f"({', '.join(sorted(plan.excluded)) or 'none'})")
+
+
+def _calibrated_input_amax(resolved, config, batches: int) -> dict[str, float]:
+    """Activation amax per linear from ``batches`` example batches (static-scale calibration)."""
+    import dataclasses
+
+    from . import api
+
+    if resolved.example_inputs is None:
+        raise ValueError(f"--calibrate: no example inputs are known for {resolved.description}")
+    compiled = api.compile(resolved.model, dataclasses.replace(config, activation_scales="static"))
+    if hasattr(resolved.model, "cfg"):  # built-in models: fresh random batches
+        from .models import example_inputs
+
+        data = [example_inputs(resolved.model.cfg, seed=i) for i in range(batches)]
+    else:
+        data = [resolved.example_inputs] * batches
+    api.calibrate(compiled, data)
+    amax = api.input_amax_by_module(compiled)
+    compiled.restore()
+    return amax
 
 
 @app.command()

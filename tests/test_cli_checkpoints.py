@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from nvfp4_compiler import checkpoint
@@ -114,3 +115,22 @@ def test_installed_script_errors_in_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "already exists" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_rewrite_with_calibration_writes_input_scales(tmp_path):
+    import nvfp4_compiler as nvfp4
+    from nvfp4_compiler.api import input_amax_by_module
+    from nvfp4_compiler.models import build_model, example_inputs
+
+    out = tmp_path / "calibrated"
+    result = _invoke("rewrite", "tiny", "--out", str(out), "--calibrate", "2")
+    assert result.exit_code == 0, result.output
+    tensors = checkpoint.read_tensors(str(out))
+    scales = {k.removesuffix(".input_scale"): v for k, v in tensors.items() if k.endswith(".input_scale")}
+    assert len(scales) == 27 and all(v.dtype == torch.float32 and v.dim() == 0 for v in scales.values())
+    # the same calibration by hand: input_scale is the decode scale amax / 2688
+    model = build_model("tiny").eval()
+    compiled = nvfp4.compile(model, activation_scales="static")
+    nvfp4.calibrate(compiled, [example_inputs(model.cfg, seed=i) for i in range(2)], progress=False)
+    amax = input_amax_by_module(compiled)
+    assert torch.allclose(scales["blocks.0.ffn.down"], torch.tensor(amax["blocks.0.ffn.down"] / 2688.0))
