@@ -53,8 +53,9 @@ class NVFP4Module(nn.Module):
         return out
 
     def _eligible(self, name: str, linear: nn.Linear) -> bool:
-        k_ok = linear.in_features % 16 == 0 or self.config.pad_k
-        return k_ok and self.config.exclusion_reason(name, self.backend.num_blocks) is None
+        reason = self.config.linear_exclusion_reason(name, linear.in_features, linear.weight.dtype,
+                                                     self.backend.num_blocks)
+        return reason is None
 
     def restore(self) -> nn.Module:
         """Undo the eager-fallback forwards installed on the model's linears; return the model."""

@@ -38,7 +38,7 @@ class NVFP4Backend:
     def __init__(self, model: nn.Module, config: Config):
         self.config = config
         self.param_names = {id(p): name for name, p in model.named_parameters()}
-        self.num_blocks = _count_blocks(model, config)
+        self.num_blocks = config.count_blocks(name for name, _ in model.named_modules())
         self.graphs: list[CapturedGraph] = []
         self.calibrating = False  # set by nvfp4.calibrate: run graphs through the amax observer
         self.weight_cache = WeightCache()  # shared by all graphs: each parameter quantized once
@@ -73,12 +73,6 @@ def _weight_slots(gm: fx.GraphModule, arg_index: dict[str, int], ctx: CompileCon
             prefix = node.args[3].target.removesuffix("_data")
             slots.append(WeightSlot(arg_index[placeholder], prefix, ctx.site_of_node[node.name]))
     return slots
-
-
-def _count_blocks(model: nn.Module, config: Config) -> int:
-    indices = {config.block_index(name + ".") for name, _ in model.named_modules()}
-    indices.discard(None)
-    return max(indices) + 1 if indices else 0
 
 
 def capture_graphs(model: nn.Module, *args, **kwargs) -> list[fx.GraphModule]:

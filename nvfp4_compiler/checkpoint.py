@@ -52,16 +52,12 @@ def plan(model: nn.Module, config: Config) -> RewritePlan:
     """Decide per ``nn.Linear`` (same rules as ``nvfp4.compile``; ``pad_k`` does not apply:
     the checkpoint layout needs K % 16 == 0)."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    blocks = {config.block_index(n + ".") for n in names} - {None}
-    num_blocks = max(blocks) + 1 if blocks else 0
+    num_blocks = config.count_blocks(names)
     quantized, excluded = [], {}
     for name in names:
         linear = model.get_submodule(name)
-        reason = config.exclusion_reason(name, num_blocks)
-        if reason is None and linear.in_features % 16:
-            reason = f"K={linear.in_features} is not a multiple of 16"
-        if reason is None and linear.weight.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-            reason = f"unsupported dtype {linear.weight.dtype}"
+        reason = config.linear_exclusion_reason(name, linear.in_features, linear.weight.dtype, num_blocks,
+                                                allow_pad=False)
         if reason is None:
             quantized.append(name)
         else:

@@ -6,6 +6,9 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 
+import torch
+
+from .format.quantize import FLOAT_DTYPES  # the dtypes NVFP4 quantization accepts
 ACTIVATION_SCALE_MODES = ("dynamic", "static")
 RECIPES = ("nvfp4", "bf16")
 BACKENDS = ("auto", "reference", "triton", "native")
@@ -86,6 +89,24 @@ class Config:
         from .training import Recipe
 
         return Recipe(self.weight_tiles_2d, self.rht_wgrad, self.stochastic_gradients)
+
+    def count_blocks(self, module_names) -> int:
+        """Number of transformer blocks among ``module_names`` (highest block index + 1)."""
+        indices = {self.block_index(name + ".") for name in module_names} - {None}
+        return max(indices) + 1 if indices else 0
+
+    def linear_exclusion_reason(self, module_name: str, k: int, dtype: torch.dtype, num_blocks: int,
+                                *, allow_pad: bool = True) -> str | None:
+        """Why a linear (in_features ``k``, weight ``dtype``) stays in bf16, or None if it is quantized.
+
+        The one set of rules that compile, the eager fallback and checkpoints share; checkpoints
+        pass ``allow_pad=False`` because their layout needs K % 16 == 0.
+        """
+        if dtype not in FLOAT_DTYPES:
+            return f"unsupported dtype {dtype}"
+        if k % 16 and not (allow_pad and self.pad_k):
+            return f"K={k} is not a multiple of 16" + (" (Config.pad_k=False)" if allow_pad else "")
+        return self.exclusion_reason(module_name, num_blocks)
 
     def block_index(self, module_name: str) -> int | None:
         """Index of the transformer block a module belongs to, or None."""

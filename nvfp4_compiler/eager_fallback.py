@@ -17,6 +17,7 @@ from torch import nn
 
 from . import ops
 from .backends import resolve_backend
+from .config import FLOAT_DTYPES
 
 
 class _EagerNVFP4:
@@ -27,7 +28,7 @@ class _EagerNVFP4:
         self.cache = cache  # the runtime's WeightCache, shared with the captured graphs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype not in (torch.float32, torch.bfloat16, torch.float16) or self.config.activation_scales == "static":
+        if x.dtype not in FLOAT_DTYPES or self.config.activation_scales == "static":
             return F.linear(x, self.module.weight, self.module.bias)  # no calibrated scale exists outside graphs
         backend, _ = resolve_backend(self.config.backend, x.device)
         xd, xs, xg = ops.quantize(x, None, 1, backend)

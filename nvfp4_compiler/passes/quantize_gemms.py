@@ -21,7 +21,7 @@ import torch
 import torch.fx as fx
 
 from .. import ops
-from ..format import quantize
+from ..config import FLOAT_DTYPES
 from .base import (
     LINEAR_TARGETS,
     CompileContext,
@@ -33,7 +33,6 @@ from .base import (
     is_call,
 )
 
-FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 UNLOWERED = "reference"  # backend until `lower` chooses one
 
 
@@ -51,16 +50,15 @@ def _ineligible_reason(ctx: CompileContext, module: str | None, x, w) -> str | N
         return "weight is not a parameter of the model (activation x activation product)"
     if wv is None or xv is None or wv.dim() != 2:
         return "weight is not a 2-D tensor with known shape"
-    if wv.dtype not in FLOAT_DTYPES or xv.dtype not in FLOAT_DTYPES:
-        return f"unsupported dtype {xv.dtype} x {wv.dtype}"
-    k = wv.shape[1]
-    if k % 16 and not ctx.config.pad_k:
-        return f"K={k} is not a multiple of 16 (Config.pad_k=False)"
-    return ctx.config.exclusion_reason(module, ctx.num_blocks)
+    if xv.dtype not in FLOAT_DTYPES:
+        return f"unsupported activation dtype {xv.dtype}"
+    return ctx.config.linear_exclusion_reason(module, wv.shape[1], wv.dtype, ctx.num_blocks)
 
 
 def _register_weight(gm: fx.GraphModule, prefix: str, weight: torch.Tensor, cache) -> tuple[str, str, str, int]:
-    q = cache.get(weight) if cache is not None else quantize(weight.detach(), block=(1, 16))
+    """Buffers holding the weight's NVFP4 copy (from the runtime's cache: quantized once)."""
+    assert cache is not None, "quantize_gemms: CompileContext.weight_cache is required"
+    q = cache.get(weight)
     names = (f"{prefix}_data", f"{prefix}_scale", f"{prefix}_global_scale")
     for attr, tensor in zip(names, (q.data, q.scale, q.global_scale)):
         gm.register_buffer(attr, tensor)
