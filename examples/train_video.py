@@ -4,12 +4,16 @@
     python examples/train_video.py --steps 3000 --device cuda --dim 256 --layers 4 --out runs/h100
 
 Writes runs/.../loss_curves.png and summary.json (final validation losses, their ratio, step times).
-Same as `nvfp4 train`.
+Same as `nvfp4 train`. To train the arms in two processes sharing one GPU:
+
+    python examples/train_video.py --arms nvfp4 --out runs/h100 & \
+    python examples/train_video.py --arms bf16 --out runs/h100; wait
+    python examples/train_video.py --combine --out runs/h100     # plot + summary.json
 """
 
 import argparse
 
-from nvfp4_compiler.trainer import TrainConfig, run
+from nvfp4_compiler.trainer import TrainConfig, run, summarize_dir
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -17,9 +21,13 @@ if __name__ == "__main__":
     for field, value in vars(defaults).items():
         parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--out", default="runs/train")
+    parser.add_argument("--combine", action="store_true", help="only combine arm_*.json in --out")
     args = vars(parser.parse_args())
-    out = args.pop("out")
-    summary = run(TrainConfig(**args), out)
+    out, combine = args.pop("out"), args.pop("combine")
+    summary = summarize_dir(out) if combine else run(TrainConfig(**args), out)
+    if "final_val_loss" not in summary:
+        arm = summary["arms"][0]
+        raise SystemExit(f"{arm['recipe']}: final validation loss {arm['val'][-1][1]:.4f}; wrote {out}")
     print(f"final validation loss: NVFP4 {summary['final_val_loss']['nvfp4']:.4f}, "
           f"bf16 {summary['final_val_loss']['bf16']:.4f} (ratio {summary['val_loss_ratio_nvfp4_over_bf16']:.3f}); "
           f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")

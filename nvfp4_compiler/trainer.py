@@ -42,6 +42,14 @@ class TrainConfig:
     size: int = 16           # latent height = width
     keep_last_blocks: int = 0  # blocks kept in bf16 at the end (the recipe's ~15% of linears)
     device: str = "cpu"
+    arms: str = "nvfp4,bf16"   # which arms to train; one per process lets two share a GPU
+
+    def arm_list(self) -> list[str]:
+        arms = [a.strip() for a in self.arms.split(",") if a.strip()]
+        bad = [a for a in arms if a not in ("nvfp4", "bf16")]
+        if bad or not arms:
+            raise ValueError(f"arms: expected a comma-separated subset of 'nvfp4,bf16', got {self.arms!r}")
+        return arms
 
     def model_config(self):
         return get_config("tiny", dim=self.dim, ffn_dim=4 * self.dim, num_heads=self.heads,
@@ -56,8 +64,13 @@ def _loss(model, videos, labels, class_text, noise, t):
     return (pred.float() - (noise - videos)).square().mean()
 
 
-def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None) -> dict:
-    """Train one arm; returns its loss curve, validation curve and step times."""
+def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None,
+              checkpoint_path: str | None = None) -> dict:
+    """Train one arm; returns its loss curve, validation curve and step times.
+
+    With ``checkpoint_path``, the curves so far are rewritten there at every evaluation, so a run
+    cut off by a time limit still leaves its validation curve behind.
+    """
     device = torch.device(cfg.device)
     mcfg = cfg.model_config()
     model = build_model(mcfg, seed=cfg.seed, device=device).train()
@@ -94,12 +107,26 @@ def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None) -
             with torch.no_grad():
                 vals.append((step, float(_loss(compiled, *val[:2], class_text, *val[2:]))))
                 vals_fp.append((step, float(_loss(model, *val[:2], class_text, *val[2:]))))
+            if checkpoint_path:
+                _write_json(checkpoint_path, _arm_summary(recipe, losses, vals, vals_fp, times, compiled, step))
         if progress:
             progress.update(task, advance=1, description=f"training {recipe}: loss {losses[-1]:.4f}")
+    return _arm_summary(recipe, losses, vals, vals_fp, times, compiled, cfg.steps)
+
+
+def _arm_summary(recipe, losses, vals, vals_fp, times, compiled, steps_done) -> dict:
     steady = times[min(10, len(times) - 1):]  # after capture and warm-up
-    return {"recipe": recipe, "loss": losses, "val": vals, "val_full_precision": vals_fp,
-            "step_seconds_median": statistics.median(steady),
+    return {"recipe": recipe, "steps_done": steps_done, "loss": losses, "val": vals,
+            "val_full_precision": vals_fp, "step_seconds_median": statistics.median(steady),
             "report_quantized": len(compiled.report().quantized)}
+
+
+def _write_json(path: str, obj) -> None:
+    """Write through a temporary file so a reader never sees half a file."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
 
 
 def plot(arms: list[dict], path: str) -> None:
@@ -127,14 +154,22 @@ def plot(arms: list[dict], path: str) -> None:
 
 
 def run(cfg: TrainConfig, out_dir: str, progress: bool = True) -> dict:
-    """Train both arms, write ``loss_curves.png`` and ``summary.json`` into ``out_dir``."""
+    """Train the configured arms into ``out_dir`` (``arm_<recipe>.json`` each); with both arms,
+    also write ``loss_curves.png`` and ``summary.json`` (see :func:`summarize`)."""
     os.makedirs(out_dir, exist_ok=True)
     arms = []
     with Progress(disable=not progress) as bar:
-        for recipe in ("nvfp4", "bf16"):
-            arms.append(train_arm(recipe, cfg, bar))
-            with open(os.path.join(out_dir, f"arm_{recipe}.json"), "w") as f:  # kept even if a later arm fails
-                json.dump(arms[-1], f)
+        for recipe in cfg.arm_list():
+            path = os.path.join(out_dir, f"arm_{recipe}.json")  # kept even if a later arm fails
+            arms.append(train_arm(recipe, cfg, bar, checkpoint_path=path) | {"config": asdict(cfg)})
+            _write_json(path, arms[-1])
+    if len(arms) < 2:
+        return {"config": asdict(cfg), "arms": arms}
+    return summarize(cfg, arms, out_dir)
+
+
+def summarize(cfg: TrainConfig, arms: list[dict], out_dir: str) -> dict:
+    """Compare the NVFP4 arm (``arms[0]``) with the bf16 arm; write the plot and ``summary.json``."""
     nvfp4_val, bf16_val = arms[0]["val"][-1][1], arms[1]["val"][-1][1]
     summary = {
         "config": asdict(cfg),
@@ -151,3 +186,15 @@ def run(cfg: TrainConfig, out_dir: str, progress: bool = True) -> dict:
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def summarize_dir(out_dir: str, cfg: TrainConfig | None = None) -> dict:
+    """Combine ``arm_nvfp4.json`` and ``arm_bf16.json`` written by two one-arm processes."""
+    arms = []
+    for recipe in ("nvfp4", "bf16"):
+        with open(os.path.join(out_dir, f"arm_{recipe}.json")) as f:
+            arms.append(json.load(f))
+    if cfg is None:
+        saved = dict(arms[0].get("config", {}), arms="nvfp4,bf16")
+        cfg = TrainConfig(**saved)
+    return summarize(cfg, arms, out_dir)
