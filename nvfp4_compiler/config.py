@@ -88,7 +88,8 @@ class Config:
         """The :class:`nvfp4_compiler.training.Recipe` these switches describe."""
         from .training import Recipe
 
-        return Recipe(self.weight_tiles_2d, self.rht_wgrad, self.stochastic_gradients)
+        kernels = self.backend if self.backend in ("reference", "triton") else "auto"
+        return Recipe(self.weight_tiles_2d, self.rht_wgrad, self.stochastic_gradients, kernels=kernels)
 
     def count_blocks(self, module_names) -> int:
         """Number of transformer blocks among ``module_names`` (highest block index + 1)."""

@@ -9,8 +9,12 @@ For ``y = x W^T + b`` (x [M, K], W [N, K]) the three GEMMs take these operands:
 The random Hadamard transform is applied along M to both wgrad operands, so it cancels in the
 product. For backward, the forward saves x^T already quantized (NVFP4 with RHT), which is the
 wgrad operand itself, instead of x in bf16: about 0.28x the activation memory.
-Each product is computed from the dequantized operands in fp32, which equals the NVFP4 GEMM
-within fp32 accumulation order (values are exact in fp32).
+dgrad reads W^T quantized along N; with 16x16 tiles its values are W's, transposed.
+
+Every GEMM here is "A . B^T" over two NVFP4 operands quantized along the reduction dimension.
+Two kernel sets compute them: the reference (dequantize to fp32, matmul), and on CUDA GPUs the
+Triton backend (the same quantize bits, RHT and stochastic draws included; the W4A4 GEMM with the
+scales applied in its epilogue), equal within fp32 accumulation order.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
+from .backends import triton_usable
 from .format import NVFP4Tensor, quantize
+
+KERNEL_SETS = ("auto", "reference", "triton")
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,18 @@ class Recipe:
     rht_wgrad: bool = True           # random Hadamard transform on both wgrad operands
     stochastic_gradients: bool = True  # stochastic rounding of dy (dgrad and wgrad)
     quantize: bool = True            # False: plain high-precision GEMMs (checks the plumbing)
+    kernels: str = "auto"            # "auto": Triton on CUDA GPUs (sm_80+), else the reference
+
+    def __post_init__(self):
+        if self.kernels not in KERNEL_SETS:
+            raise ValueError(f"kernels: expected one of {KERNEL_SETS}, got {self.kernels!r}")
+
+    def use_triton(self, t: torch.Tensor) -> bool:
+        if self.kernels == "reference":
+            return False
+        if self.kernels == "triton" and not triton_usable(t.device):
+            raise ValueError(f"kernels: 'triton' needs a CUDA GPU (sm_80+) or TRITON_INTERPRET=1, got {t.device}")
+        return triton_usable(t.device) and (self.kernels == "triton" or t.is_cuda)
 
 
 NVFP4_RECIPE = Recipe()
@@ -45,10 +64,40 @@ def _seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
+def _quantize(t: torch.Tensor, recipe: Recipe, block=(1, 16), rht=False, stochastic=False) -> NVFP4Tensor:
+    """One GEMM operand, by the recipe's kernel set (the same bits either way)."""
+    seed = _seed() if stochastic else None
+    if not recipe.use_triton(t):
+        return quantize(t, block=block, rht=rht, stochastic=stochastic, seed=seed)
+    from .backends.triton.quantize import quantize as triton_quantize
+
+    data, scale, s_dec = triton_quantize(t, None, block[0], rht=rht, seed=seed)
+    return NVFP4Tensor(data, scale, s_dec, t.shape, tuple(block), rht)
+
+
 def _quantize_along_tokens(t: torch.Tensor, recipe: Recipe, stochastic: bool) -> NVFP4Tensor:
     """t [M, C] -> NVFP4 of t^T [C, M'] with blocks along M (M' = M padded to 16), the wgrad layout."""
-    return quantize(_pad_rows(t).T.contiguous(), rht=recipe.rht_wgrad, stochastic=stochastic,
-                    seed=_seed() if stochastic else None)
+    return _quantize(_pad_rows(t).T.contiguous(), recipe, rht=recipe.rht_wgrad, stochastic=stochastic)
+
+
+def _weight_operands(weight: torch.Tensor, recipe: Recipe) -> tuple[NVFP4Tensor, NVFP4Tensor]:
+    """(W for fprop, W^T for dgrad), each quantized along its GEMM's reduction dimension."""
+    block = (16, 16) if recipe.weight_tiles_2d else (1, 16)
+    wt = weight.T if block == (1, 16) else _pad_rows(weight.T)  # 16x16 tiles need rows % 16
+    return _quantize(weight, recipe, block), _quantize(wt.contiguous(), recipe, block)
+
+
+def _gemm_nt(a: NVFP4Tensor, b: NVFP4Tensor, recipe: Recipe, out_dtype: torch.dtype,
+             bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a . b^T (+ bias)`` for NVFP4 ``a`` [M, K] and ``b`` [N, K] (RHT kept: it cancels)."""
+    if not recipe.use_triton(a.data):
+        y = a.dequantize(undo_rht=False) @ b.dequantize(undo_rht=False).T
+        return (y if bias is None else y + bias.float()).to(out_dtype)
+    from .backends.triton.gemm import gemm as triton_gemm
+
+    y, _ = triton_gemm(a.data, a.scale, a.global_scale, b.data, b.scale, b.global_scale, bias, "none",
+                       None, None, out_dtype)
+    return y
 
 
 class NVFP4Linear(torch.autograd.Function):
@@ -61,15 +110,16 @@ class NVFP4Linear(torch.autograd.Function):
             ctx.save_for_backward(x2, weight)
             ctx.recipe, ctx.x_shape, ctx.has_bias = recipe, x.shape, bias is not None
             y = x2.float() @ weight.float().T
-        else:
-            wq = quantize(weight, block=(16, 16) if recipe.weight_tiles_2d else (1, 16))
-            y = quantize(x2).dequantize() @ wq.dequantize().T
-            xt = _quantize_along_tokens(x2, recipe, stochastic=False)  # the wgrad operand, saved in NVFP4
-            ctx.saved_nvfp4 = (wq, xt)
-            ctx.recipe, ctx.x_shape, ctx.has_bias, ctx.rows = recipe, x.shape, bias is not None, x2.shape[0]
-        if bias is not None:
-            y = y + bias.float()
-        return y.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
+            if bias is not None:
+                y = y + bias.float()
+            return y.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
+        wq, wq_t = _weight_operands(weight, recipe)
+        y = _gemm_nt(_quantize(x2, recipe), wq, recipe, x.dtype, bias)
+        xt = _quantize_along_tokens(x2, recipe, stochastic=False)  # the wgrad operand, saved in NVFP4
+        ctx.saved_nvfp4 = (wq_t, xt)
+        ctx.recipe, ctx.x_shape, ctx.has_bias, ctx.rows = recipe, x.shape, bias is not None, x2.shape[0]
+        ctx.k, ctx.weight_dtype = weight.shape[1], weight.dtype
+        return y.reshape(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
@@ -79,16 +129,16 @@ class NVFP4Linear(torch.autograd.Function):
             x2, weight = ctx.saved_tensors
             dx = dy2.float() @ weight.float()
             dw = dy2.float().T @ x2.float()
-        else:
-            wq, xt = ctx.saved_nvfp4
-            sr = recipe.stochastic_gradients
-            dyq = quantize(dy2, stochastic=sr, seed=_seed() if sr else None)
-            dx = dyq.dequantize() @ wq.dequantize()
-            dyt = _quantize_along_tokens(dy2, recipe, stochastic=sr)
-            dw = dyt.dequantize(undo_rht=False) @ xt.dequantize(undo_rht=False).T
-        db = dy2.float().sum(0) if ctx.has_bias else None
-        dx = dx.to(dy.dtype).reshape(ctx.x_shape)
-        return dx, dw.to(dy.dtype), None if db is None else db.to(dy.dtype), None
+            db = dy2.float().sum(0) if ctx.has_bias else None
+            dx = dx.to(dy.dtype).reshape(ctx.x_shape)
+            return dx, dw.to(dy.dtype), None if db is None else db.to(dy.dtype), None
+        wq_t, xt = ctx.saved_nvfp4
+        sr = recipe.stochastic_gradients
+        dx = _gemm_nt(_quantize(dy2, recipe, stochastic=sr), wq_t, recipe, dy.dtype)[:, : ctx.k]
+        dyt = _quantize_along_tokens(dy2, recipe, stochastic=sr)
+        dw = _gemm_nt(dyt, xt, recipe, ctx.weight_dtype)
+        db = dy2.float().sum(0).to(dy.dtype) if ctx.has_bias else None
+        return dx.reshape(ctx.x_shape), dw, db, None
 
 
 def nvfp4_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
@@ -104,6 +154,8 @@ def saved_activation_bytes(rows: int, k: int) -> tuple[int, int]:
 
 
 def nvfp4_linear_switches(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                          weight_tiles_2d: bool, rht_wgrad: bool, stochastic_gradients: bool) -> torch.Tensor:
+                          weight_tiles_2d: bool, rht_wgrad: bool, stochastic_gradients: bool,
+                          kernels: str = "auto") -> torch.Tensor:
     """:func:`nvfp4_linear` with the recipe's switches as plain arguments (what an FX graph can hold)."""
-    return NVFP4Linear.apply(x, weight, bias, Recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients))
+    recipe = Recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, kernels=kernels)
+    return NVFP4Linear.apply(x, weight, bias, recipe)

@@ -64,8 +64,9 @@ def test_rht_matrix_is_the_recipe_and_orthogonal():
 
 def test_rht_is_the_spec_formula_and_invertible():
     x = torch.randn(4, 3, 64)
-    expected = (x.view(-1, 16) @ rht_matrix()).view(x.shape)
-    assert torch.allclose(rht(x), expected)
+    # fp32 results differ from an fp64 matmul by the butterfly's own rounding only.
+    expected = (x.double().view(-1, 16) @ rht_matrix().double()).view(x.shape)
+    assert torch.allclose(rht(x).double(), expected, rtol=0, atol=2e-6)
     assert torch.allclose(inverse_rht(rht(x)), x, atol=1e-5)
 
 

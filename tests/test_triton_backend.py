@@ -20,7 +20,7 @@ if ON_GPU and not torch.cuda.is_available():
 POISONS = (0xA5, 0x5A)  # two runs with different poison: an unwritten byte shows in one of them
 
 
-def _quantize_poisoned(x, amax, tile_rows):
+def _quantize_poisoned(x, amax, tile_rows, **kw):
     rows = x.reshape(-1, x.shape[-1]).shape[0]
     kp = (x.shape[-1] + 15) // 16 * 16
     results = []
@@ -28,15 +28,16 @@ def _quantize_poisoned(x, amax, tile_rows):
         out = (torch.full((rows, kp // 2), poison, dtype=torch.uint8, device=x.device),
                torch.full((rows, kp // 16), poison, dtype=torch.uint8, device=x.device),
                torch.full((1,), float("nan"), device=x.device))
-        results.append(tquant.quantize(x, amax, tile_rows, out=out))
+        results.append(tquant.quantize(x, amax, tile_rows, out=out, **kw))
     (d0, s0, g0), (d1, s1, g1) = results
     assert torch.equal(d0, d1) and torch.equal(s0.view(torch.uint8), s1.view(torch.uint8)) and torch.equal(g0, g1)
     return d0, s0, g0
 
 
-def _assert_same_as_reference(x, block=(1, 16), amax=None):
-    d, s, g = _quantize_poisoned(x, None if amax is None else torch.tensor(amax, device=x.device), block[0])
-    ref = nvfp4.quantize(x.cpu(), block=block, amax=amax)
+def _assert_same_as_reference(x, block=(1, 16), amax=None, rht=False, seed=None):
+    d, s, g = _quantize_poisoned(x, None if amax is None else torch.tensor(amax, device=x.device), block[0],
+                                 rht=rht, seed=seed)
+    ref = nvfp4.quantize(x.cpu(), block=block, amax=amax, rht=rht, stochastic=seed is not None, seed=seed)
     assert torch.equal(d.cpu(), ref.data)
     assert torch.equal(s.view(torch.uint8).cpu(), ref.scale.view(torch.uint8))
     assert torch.equal(g.cpu(), ref.global_scale)
@@ -74,6 +75,24 @@ def test_quantize_edge_cases_bit_identical():
     _assert_same_as_reference(torch.zeros(4, 32, device=DEVICE))
     _assert_same_as_reference(torch.randn(4, 32, device=DEVICE), amax=0.5)   # static amax, saturating
     _assert_same_as_reference(torch.randn(4, 32, device=DEVICE), amax=0.0)
+
+
+@pytest.mark.parametrize("shape", [(3, 20), (17, 64), (40, 130)] + ([(1024, 4096), (1536, 4680)] if ON_GPU else []))
+@pytest.mark.parametrize("rht,seed", [(True, None), (False, 12345), (True, 2**63 + 99)])
+def test_quantize_training_operands_bit_identical(shape, rht, seed):
+    """The recipe's wgrad/dgrad operands: RHT (butterfly order) and stochastic rounding (the
+    reference's counter-hash draws) give the reference's bytes on both backends."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(DEVICE, torch.bfloat16)
+    _assert_same_as_reference(x, rht=rht, seed=seed)
+
+
+def test_stochastic_draws_depend_on_seed_and_rht_amax_is_the_transformed_one():
+    x = torch.randn(32, 64, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    a, _, _ = tquant.quantize(x, None, seed=1)
+    b, _, _ = tquant.quantize(x, None, seed=2)
+    assert not torch.equal(a, b)
+    want = nvfp4.format.rht(x.cpu()).abs().max()
+    assert torch.equal(tquant.tensor_amax(x, rht=True).cpu().view(()), want)
 
 
 def test_quantize_non_contiguous_and_amax_kernel():

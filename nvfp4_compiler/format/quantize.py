@@ -60,12 +60,41 @@ def _block_amax(blocks: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 
 
 def _uniform_like(x: torch.Tensor, seed: int | None) -> torch.Tensor:
-    """U[0, 1) draws for stochastic rounding, drawn on x's device (a CPU draw copied to a GPU cost
-    more than the whole training step), reproducible from ``seed`` on a given device type."""
+    """U[0, 1) draws for stochastic rounding: a counter-based hash of (seed, element index), so
+    the same seed gives the same bits on every device and in every backend (see ``rounding_hash``)."""
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    return torch.rand(x.shape, generator=gen, dtype=torch.float32, device=x.device)
+    index = torch.arange(x.numel(), dtype=torch.int64, device=x.device).view(x.shape)
+    return rounding_uniform(index, seed)
+
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(h: torch.Tensor, c: int) -> torch.Tensor:
+    """(h * c) mod 2^32 for h, c < 2^32, in int64 without overflow (16-bit halves)."""
+    return ((h & 0xFFFF) * c + ((((h >> 16) * c) & 0xFFFF) << 16)) & _MASK32
+
+
+def _fmix32(h: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finalizer: every input bit flips each output bit with p ~ 1/2."""
+    h = h ^ (h >> 16)
+    h = _mul32(h, 0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = _mul32(h, 0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def rounding_hash(index: torch.Tensor, seed: int) -> torch.Tensor:
+    """32-bit hash of each element index (int64, < 2^32) under ``seed`` (< 2^64), as int64."""
+    h = _fmix32((index & _MASK32) ^ (seed & _MASK32))
+    return _fmix32(h ^ ((seed >> 32) & _MASK32))
+
+
+def rounding_uniform(index: torch.Tensor, seed: int) -> torch.Tensor:
+    """Stochastic rounding's U[0, 1) draw for each element index: the hash's top 24 bits / 2^24
+    (exact in fp32). Element index = row * padded K + column of the (transformed) tensor."""
+    return (rounding_hash(index, seed) >> 8).to(torch.float32) * (1.0 / 16777216.0)
 
 
 def _empty(x: torch.Tensor, block: tuple[int, int], rht: bool) -> NVFP4Tensor:

@@ -139,13 +139,13 @@ def _rewrite_for_training(graph: fx.Graph, node: fx.Node, x, w, b, ctx: CompileC
     recipe = ctx.config.training_recipe()
     with graph.inserting_before(node):
         new = graph.call_function(nvfp4_linear_switches, (x, w, b, recipe.weight_tiles_2d, recipe.rht_wgrad,
-                                                          recipe.stochastic_gradients))
+                                                          recipe.stochastic_gradients, recipe.kernels))
     copy_meta_value(new, example_value(node))
     node.replace_all_uses_with(new)
     graph.erase_node(node)
     wv = example_value(w)
     site.quantized, site.input_scale = True, "dynamic"
-    site.backend = "reference"
+    site.backend = "triton" if recipe.use_triton(wv) else "reference"
     site.strategy = "training: fprop/dgrad/wgrad in NVFP4 (16x16 weights, RHT wgrad, SR gradients)"
     site.weight_bytes_before = site.weight_bytes_after = wv.numel() * wv.element_size()  # fp32 master weights
     if b is not None:

@@ -70,3 +70,70 @@ def to_bf16_rne(y):
     u = y.to(tl.int32, bitcast=True)
     u = u + 0x7FFF + ((u >> 16) & 1)
     return (u >> 16).to(tl.int16).to(tl.bfloat16, bitcast=True)
+
+
+# The RHT's negative signs (format.hadamard.RHT_SIGNS) as a bit mask: bit i set where s_i = -1.
+RHT_NEGATIVE_MASK = tl.constexpr(0xD7E8)
+
+
+@triton.jit
+def _butterfly_stage(x, ROWS: tl.constexpr, NB: tl.constexpr, H: tl.constexpr):
+    """One Walsh-Hadamard stage on [ROWS, NB, 16]: element i pairs with i + H inside blocks of
+    2H and becomes (a + b, a - b), as ``format.hadamard.hadamard_butterfly``."""
+    g = tl.permute(tl.reshape(x, (ROWS, NB, 16 // (2 * H), 2, H)), (0, 1, 2, 4, 3))
+    a, b = tl.split(g)
+    g = tl.permute(tl.join(a + b, a - b), (0, 1, 2, 4, 3))
+    return tl.reshape(g, (ROWS, NB, 16))
+
+
+@triton.jit
+def rht16(blocks, ROWS: tl.constexpr, NB: tl.constexpr):
+    """The recipe's RHT of fp32 ``blocks`` [ROWS, NB, 16] in the reference's order: signs, four
+    butterfly stages, x0.25."""
+    lane = tl.arange(0, 16)
+    negative = (tl.full((16,), RHT_NEGATIVE_MASK, tl.int32) >> lane) & 1
+    signs = 1.0 - 2.0 * negative.to(tl.float32)
+    x = blocks * signs[None, None, :]
+    x = _butterfly_stage(x, ROWS, NB, 1)
+    x = _butterfly_stage(x, ROWS, NB, 2)
+    x = _butterfly_stage(x, ROWS, NB, 4)
+    x = _butterfly_stage(x, ROWS, NB, 8)
+    return x * 0.25
+
+
+@triton.jit
+def _fmix32(h):
+    h ^= h >> 16
+    h *= 0x85EBCA6B
+    h ^= h >> 13
+    h *= 0xC2B2AE35
+    return h ^ (h >> 16)
+
+
+@triton.jit
+def rounding_uniform(index, seed_lo, seed_hi):
+    """U[0, 1) per element from its uint32 index, as ``format.quantize.rounding_uniform``."""
+    h = _fmix32(index ^ seed_lo)
+    h = _fmix32(h ^ seed_hi)
+    return (h >> 8).to(tl.float32) * 5.9604644775390625e-08  # 2^-24
+
+
+@triton.jit
+def _e2m1_magnitude(i):
+    """The E2M1 magnitude with index ``i`` (0..7): 0, 0.5, 1, 1.5, 2, 3, 4, 6."""
+    return tl.where(i <= 4, i.to(tl.float32) * 0.5, tl.where(i == 5, 3.0, tl.where(i == 6, 4.0, 6.0)))
+
+
+@triton.jit
+def e2m1_encode_stochastic(v, u):
+    """Stochastic E2M1 codes of fp32 ``v`` in [-6, 6] with draws ``u``, as the reference's
+    ``e2m1_encode_stochastic``: up to the next magnitude with probability (|v| - lo) / gap."""
+    a = tl.abs(v)
+    lower = (a >= 0.5).to(tl.int32) + (a >= 1.0).to(tl.int32) + (a >= 1.5).to(tl.int32)
+    lower += (a >= 2.0).to(tl.int32) + (a >= 3.0).to(tl.int32) + (a >= 4.0).to(tl.int32) + (a >= 6.0).to(tl.int32)
+    lower = tl.minimum(lower, 6)
+    lo = _e2m1_magnitude(lower)
+    p_up = tl.math.div_rn(a - lo, _e2m1_magnitude(lower + 1) - lo)
+    idx = lower + (u < p_up).to(tl.int32)
+    sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
+    return idx | (sign << 3)

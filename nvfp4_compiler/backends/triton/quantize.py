@@ -7,6 +7,8 @@ Operands (R rows = all leading dims, K the last dim, Kp = K rounded up to 16):
     scale   [R, Kp/16]  uint8   E4M3 bit patterns (viewed as float8_e4m3fn by the caller)
     s_dec   [1]         fp32    per-tensor decode scale
 Blocks are 1x16 (TILE_ROWS=1) or 16x16 (TILE_ROWS=16: every row stores its tile's scale).
+RHT=True applies the recipe's Hadamard transform per 16 along K before everything else (the amax
+is then the transformed tensor's); STOCHASTIC=True rounds with the reference's counter-hash draws.
 """
 
 import os
@@ -15,16 +17,20 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import FLT_MAX, R6, e2m1_encode, encode_scale, round_to_e4m3
+from .numerics import (FLT_MAX, R6, e2m1_encode, e2m1_encode_stochastic, encode_scale, rht16,
+                       round_to_e4m3, rounding_uniform)
 
 
 @triton.jit
-def amax_kernel(x_ptr, amax_ptr, R, K, stride_r, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    """amax_ptr[0] = max(amax_ptr[0], max |x|) over this program's tile (amax_ptr starts at 0)."""
+def amax_kernel(x_ptr, amax_ptr, R, K, stride_r, RHT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """amax_ptr[0] = max(amax_ptr[0], max |x|) over this program's tile (amax_ptr starts at 0);
+    with RHT, of the transformed x."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (rows[:, None] < R) & (cols[None, :] < K)
     x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if RHT:
+        x = tl.reshape(rht16(tl.reshape(x, (BLOCK_R, BLOCK_K // 16, 16)), BLOCK_R, BLOCK_K // 16), (BLOCK_R, BLOCK_K))
     tl.atomic_max(amax_ptr, tl.max(tl.max(tl.abs(x), axis=1), axis=0))
 
 
@@ -41,11 +47,13 @@ def _prune(configs, named_args, **kwargs):
     return kept or [triton.Config({"BLOCK_R": 16, "BLOCK_K": 16 * triton.next_power_of_2(kp // 16)}, num_warps=4)]
 
 
-@triton.autotune(configs=_configs(), key=["R", "K", "TILE_ROWS"], prune_configs_by={"early_config_prune": _prune})
+@triton.autotune(configs=_configs(), key=["R", "K", "TILE_ROWS", "RHT", "STOCHASTIC"],
+                 prune_configs_by={"early_config_prune": _prune})
 @triton.jit
 def quantize_kernel(
-    x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r,
-    TILE_ROWS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r, seed_lo, seed_hi,
+    TILE_ROWS: tl.constexpr, RHT: tl.constexpr, STOCHASTIC: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_r, pid_k = tl.program_id(0), tl.program_id(1)
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -58,6 +66,8 @@ def quantize_kernel(
     s_dec = tl.math.div_rn(tl.full(s_enc.shape, 1.0, tl.float32), s_enc)
     NB: tl.constexpr = BLOCK_K // 16
     blocks = tl.reshape(x, (BLOCK_R, NB, 16))
+    if RHT:
+        blocks = rht16(blocks, BLOCK_R, NB)
     block_amax = tl.max(tl.abs(blocks), axis=2)                       # [BLOCK_R, NB]
     if TILE_ROWS == 16:
         tiles = tl.max(tl.reshape(block_amax, (BLOCK_R // 16, 16, NB)), axis=1)
@@ -67,11 +77,18 @@ def quantize_kernel(
     b_bits, b_value = round_to_e4m3(b)
     e = tl.minimum(tl.math.div_rn(tl.full(b_value.shape, 1.0, tl.float32), b_value * s_dec), FLT_MAX)
     scaled = tl.minimum(tl.maximum(blocks * e[:, :, None], -6.0), 6.0)
-    codes = tl.reshape(e2m1_encode(scaled), (BLOCK_R, BLOCK_K // 2, 2))
+    kp = (K + 15) // 16 * 16
+    if STOCHASTIC:
+        # The draw of element (row, col) of the padded tensor: index row * Kp + col, mod 2^32.
+        index = tl.reshape(rows[:, None].to(tl.uint32) * kp.to(tl.uint32) + cols[None, :].to(tl.uint32),
+                           (BLOCK_R, NB, 16))
+        codes = e2m1_encode_stochastic(scaled, rounding_uniform(index, seed_lo.to(tl.uint32), seed_hi.to(tl.uint32)))
+    else:
+        codes = e2m1_encode(scaled)
+    codes = tl.reshape(codes, (BLOCK_R, BLOCK_K // 2, 2))
     low, high = tl.split(codes)
     packed = (low | (high << 4)).to(tl.uint8)
 
-    kp = (K + 15) // 16 * 16
     row_ok = rows[:, None] < R
     byte_cols = pid_k * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
     tl.store(data_ptr + rows[:, None] * (kp // 2) + byte_cols[None, :], packed,
@@ -88,28 +105,33 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor:
     return x2 if x2.stride(-1) == 1 else x2.contiguous()
 
 
-def tensor_amax(x: torch.Tensor) -> torch.Tensor:
-    """max |x| as a fp32 [1] tensor, one read of ``x``."""
+def tensor_amax(x: torch.Tensor, rht: bool = False) -> torch.Tensor:
+    """max |x| (of the RHT-transformed x with ``rht``) as a fp32 [1] tensor, one read of ``x``."""
     x2 = _as_rows(x)
     amax = torch.zeros(1, dtype=torch.float32, device=x.device)
     rows, k = x2.shape
-    grid = (triton.cdiv(rows, 64), triton.cdiv(k, 256))
-    amax_kernel[grid](x2, amax, rows, k, x2.stride(0), BLOCK_R=64, BLOCK_K=256, num_warps=8)
+    block_r = 16 if rht else 64  # the butterfly's shuffles hold more live registers
+    grid = (triton.cdiv(rows, block_r), triton.cdiv(k, 256))
+    amax_kernel[grid](x2, amax, rows, k, x2.stride(0), RHT=rht, BLOCK_R=block_r, BLOCK_K=256, num_warps=8)
     return amax
 
 
-def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, out=None):
+def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, rht: bool = False,
+             seed: int | None = None, out=None):
     """(data, scale, global_scale) exactly as ``format.quantize`` gives them (finite inputs).
 
-    ``out`` = (data [R, Kp/2] uint8, scale [R, Kp/16] uint8, s_dec [1] fp32) receives the result
-    (tests poison it first).
+    ``rht`` applies the recipe's Hadamard transform along K; a ``seed`` (0 <= seed < 2^64) turns
+    on stochastic rounding with the reference's draws for that seed. ``out`` = (data [R, Kp/2]
+    uint8, scale [R, Kp/16] uint8, s_dec [1] fp32) receives the result (tests poison it first).
     """
     if tile_rows not in (1, 16):
         raise ValueError(f"tile_rows: expected 1 or 16, got {tile_rows}")
+    if seed is not None and not 0 <= seed < 2**64:
+        raise ValueError(f"seed: expected an integer in [0, 2^64), got {seed}")
     x2 = _as_rows(x)
     rows, k = x2.shape
     kp = (k + 15) // 16 * 16
-    amax = tensor_amax(x2) if amax is None else amax.reshape(1).to(torch.float32)
+    amax = tensor_amax(x2, rht) if amax is None else amax.reshape(1).to(torch.float32)
     if out is None:
         out = (torch.empty(rows, kp // 2, dtype=torch.uint8, device=x.device),
                torch.empty(rows, kp // 16, dtype=torch.uint8, device=x.device),
@@ -117,7 +139,9 @@ def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, 
     data, scale, s_dec = out
     if rows and k:
         grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_R"]), triton.cdiv(kp, meta["BLOCK_K"]))  # noqa: E731
-        quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, x2.stride(0), TILE_ROWS=tile_rows)
+        seed_lo, seed_hi = (0, 0) if seed is None else (seed & 0xFFFFFFFF, seed >> 32)
+        quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, x2.stride(0), seed_lo, seed_hi,
+                              TILE_ROWS=tile_rows, RHT=rht, STOCHASTIC=seed is not None)
     else:
         s_dec.fill_(1.0)
     lead = x.shape[:-1]

@@ -1,0 +1,90 @@
+"""Benchmark: one Wan-1.3B (or 5B) DiT block training step (forward + backward) at a full chunk.
+
+    compiled_bf16   torch.compile(block), bf16 weights and activations: the issue's baseline
+    nvfp4           nvfp4.compile(block) in train mode: fprop, dgrad and wgrad GEMMs in NVFP4 with
+                    the recipe (Triton quantize with RHT/SR, W4A4 GEMMs); non-GEMM ops eager
+
+Also the activation memory held for backward: CUDA memory allocated after the forward, minus
+before, with the output's own bytes removed (both arms measured the same way).
+
+    python benchmarks/bench_training.py [--model wan-1.3b] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import WORKLOADS, bench_ms, environment, print_table, write_json  # noqa: E402
+
+
+def _inputs(cfg, tokens):
+    from nvfp4_compiler.models.wan import rope_3d_angles
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(1, tokens, cfg.dim, device="cuda", dtype=torch.bfloat16, generator=gen)
+    time_mod = torch.randn(1, 6, cfg.dim, device="cuda", dtype=torch.bfloat16, generator=gen) * 0.1
+    text = torch.randn(1, cfg.text_tokens, cfg.dim, device="cuda", dtype=torch.bfloat16, generator=gen)
+    frames = torch.arange(cfg.chunk_frames, device="cuda")
+    angles = rope_3d_angles(frames, cfg.latent_height // 2, cfg.latent_width // 2, cfg.head_dim)
+    return x.requires_grad_(), time_mod, text, angles
+
+
+def _saved_bytes(fn, args) -> int:
+    """Bytes the autograd graph keeps alive between forward and backward."""
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    out = fn(*args)
+    torch.cuda.synchronize()
+    held = torch.cuda.memory_allocated() - before - out.numel() * out.element_size()
+    out.float().square().mean().backward()
+    return held
+
+
+def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
+    import nvfp4_compiler as nvfp4
+    from nvfp4_compiler.models import get_config
+    from nvfp4_compiler.models.wan import DiTBlock
+
+    cfg = get_config(model)
+    tokens = WORKLOADS[model][2]
+    torch.manual_seed(0)
+    block = DiTBlock(cfg).cuda().to(torch.bfloat16).train()
+    args = _inputs(cfg, tokens)
+    arms = {"compiled_bf16": torch.compile(block), "nvfp4": nvfp4.compile(block, recipe="nvfp4")}
+
+    def step(fn):
+        block.zero_grad(set_to_none=True)
+        fn(*args).float().square().mean().backward()
+
+    times, saved = {}, {}
+    for name, fn in arms.items():
+        for _ in range(3):  # capture, compile, autotune
+            step(fn)
+        saved[name] = _saved_bytes(fn, args)
+        times[name] = bench_ms(lambda i, fn=fn: step(fn), warmup_ms=100, rep_ms=500)
+    result = {"model": model, "tokens": tokens, "step_ms": times, "saved_activation_bytes": saved,
+              "step_time_ratio_nvfp4_over_bf16": times["nvfp4"] / times["compiled_bf16"],
+              "saved_activation_ratio_nvfp4_over_bf16": saved["nvfp4"] / saved["compiled_bf16"],
+              "quantized_linears": len(arms["nvfp4"].report().quantized)}
+    print_table(f"{model} block training step (forward + backward), {tokens} tokens",
+                ["compiled bf16 ms", "NVFP4 ms", "time ratio (target <= 1.15)",
+                 "saved MiB bf16", "saved MiB NVFP4", "memory ratio (target <= 0.6)"],
+                [[times["compiled_bf16"], times["nvfp4"], result["step_time_ratio_nvfp4_over_bf16"],
+                  saved["compiled_bf16"] / 2**20, saved["nvfp4"] / 2**20,
+                  result["saved_activation_ratio_nvfp4_over_bf16"]]])
+    payload = {"environment": environment(), "results": [result]}
+    write_json(json_path, payload)
+    return payload
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--model", default="wan-1.3b", choices=list(WORKLOADS))
+    args = parser.parse_args()
+    run(args.json, args.model)
