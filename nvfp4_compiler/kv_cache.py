@@ -109,6 +109,19 @@ class PagedNVFP4Cache:
             table[row, : len(pages)] = torch.tensor(pages, dtype=torch.int32)
         return table
 
+    def page_tables(self, seqs: list[int], device: torch.device | str | None = None):
+        """(block table, fills, page counts) as int32 tensors on ``device`` (the cache's by
+        default), what an attention kernel walks: [B, max pages], [B, max pages] tokens stored on
+        each page (0 past the end), [B]."""
+        device = self.k_data.device if device is None else device
+        table = self.block_table(seqs)
+        fills = torch.zeros_like(table)
+        for row, seq in enumerate(seqs):
+            fill = self._get(seq).fill
+            fills[row, : len(fill)] = torch.tensor(fill, dtype=torch.int32)
+        npages = (fills > 0).sum(1, dtype=torch.int32)
+        return table.to(device), fills.to(device), npages.to(device)
+
     def nbytes(self) -> int:
         """Bytes of all K/V storage (data, block scales and per-page scales)."""
         return sum(t.numel() * t.element_size() for t in

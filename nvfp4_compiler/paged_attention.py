@@ -3,7 +3,8 @@
 For each sequence, queries attend to the cached tokens (sink + window, page by page, each page
 dequantized as a tile) and then, optionally, to the chunk's own fresh K/V (not cached yet, as
 during LongLive's denoising steps), with an online softmax in fp32. No bf16 copy of the cache is
-ever made, unlike "dequantize the whole cache, then SDPA".
+ever made, unlike "dequantize the whole cache, then SDPA". On CUDA GPUs the same computation runs
+as one Triton kernel (``backends/triton/attention.py``), equal to this loop within fp32 noise.
 
     q                    [B, Tq, H, D]
     k_new, v_new         [B, Tn, H, D] or None
@@ -16,7 +17,10 @@ import math
 
 import torch
 
+from .backends import triton_usable
 from .kv_cache import PagedNVFP4Cache
+
+BACKENDS = ("auto", "reference", "triton")
 
 
 def _online_softmax_step(state, q, k, v, scale):
@@ -33,13 +37,26 @@ def _online_softmax_step(state, q, k, v, scale):
 
 def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
                     k_new: torch.Tensor | None = None, v_new: torch.Tensor | None = None,
-                    scale: float | None = None) -> torch.Tensor:
-    """Softmax attention of ``q`` over each sequence's NVFP4 pages, then ``k_new``/``v_new``."""
+                    scale: float | None = None, backend: str = "auto") -> torch.Tensor:
+    """Softmax attention of ``q`` over each sequence's NVFP4 pages, then ``k_new``/``v_new``.
+
+    ``backend``: "reference" (this module's loop), "triton" (the kernel; CUDA, or the interpreter),
+    or "auto" (Triton for CUDA tensors when the page size and head_dim suit it).
+    """
     b, tq, h, d = q.shape
     if len(seqs) != b:
         raise ValueError(f"seqs: expected {b} sequence ids (one per batch row), got {len(seqs)}")
     if (h, d) != (cache.num_heads, cache.head_dim):
         raise ValueError(f"q: expected [B, Tq, {cache.num_heads}, {cache.head_dim}], got {tuple(q.shape)}")
+    if (k_new is None) != (v_new is None):
+        raise ValueError("k_new, v_new: pass both or neither")
+    if k_new is not None and (k_new.shape != v_new.shape or k_new.shape[0] != b or k_new.shape[2:] != (h, d)):
+        raise ValueError(f"k_new, v_new: expected equal shapes [{b}, Tn, {h}, {d}], got "
+                         f"{tuple(k_new.shape)} and {tuple(v_new.shape)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if _use_triton(backend, q, cache):
+        return _triton_paged_attention(q, cache, seqs, k_new, v_new, scale)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     table = cache.block_table(seqs).to(q.device)
     out = torch.empty_like(q)
@@ -58,3 +75,24 @@ def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
         m, l, acc = state
         out[row] = (acc / l[..., None]).transpose(0, 1).to(q.dtype)
     return out
+
+
+def _use_triton(backend: str, q: torch.Tensor, cache: PagedNVFP4Cache) -> bool:
+    suits = cache.page_size >= 16 and not cache.page_size & (cache.page_size - 1) and \
+        cache.head_dim >= 32 and not cache.head_dim & (cache.head_dim - 1)
+    if backend == "triton":
+        if not triton_usable(q.device):
+            raise ValueError(f"backend: 'triton' needs a CUDA GPU (sm_80+) or TRITON_INTERPRET=1, got {q.device}")
+        if not suits:
+            raise ValueError(f"backend: the Triton kernel needs page_size and head_dim powers of two "
+                             f"(>= 16 and >= 32), got {cache.page_size} and {cache.head_dim}")
+        return True
+    return backend == "auto" and q.is_cuda and cache.k_data.is_cuda and triton_usable(q.device) and suits
+
+
+def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale):
+    from .backends.triton.attention import paged_attention as kernel
+
+    table, fills, npages = cache.page_tables(seqs, q.device)
+    return kernel(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global,
+                  table, fills, npages, k_new, v_new, scale)

@@ -1,6 +1,8 @@
 """NVFP4 training GEMMs: gradients against the recipe computed by hand, RHT cancellation,
 plumbing with quantization off, and memory saved for backward."""
 
+import os
+
 import pytest
 import torch
 
@@ -9,12 +11,16 @@ from nvfp4_compiler.format import inverse_rht, rht
 from nvfp4_compiler.training import Recipe, nvfp4_linear, saved_activation_bytes
 
 
+# With NVFP4_TEST_ON_GPU=1 the recipe runs on the GPU (Triton compiled, the reference in CUDA ops).
+DEVICE = torch.device("cuda" if os.environ.get("NVFP4_TEST_ON_GPU") == "1" else "cpu")
+
+
 def _operands(m=40, k=48, n=32, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, k, generator=gen, requires_grad=True)
-    w = torch.randn(n, k, generator=gen, requires_grad=True)
-    b = torch.randn(n, generator=gen, requires_grad=True)
-    dy = torch.randn(m, n, generator=gen)
+    x = torch.randn(m, k, generator=gen).to(DEVICE).requires_grad_()
+    w = torch.randn(n, k, generator=gen).to(DEVICE).requires_grad_()
+    b = torch.randn(n, generator=gen).to(DEVICE).requires_grad_()
+    dy = torch.randn(m, n, generator=gen).to(DEVICE)
     return x, w, b, dy
 
 
@@ -23,7 +29,7 @@ def _pad(t):
 
 
 @pytest.mark.parametrize("kernels", ["reference", "triton"])
-@pytest.mark.parametrize("m,k,n", [(40, 48, 32), (24, 40, 48)])
+@pytest.mark.parametrize("m,k,n", [(40, 48, 32), (24, 40, 48)] + ([(4680, 1536, 1536)] if DEVICE.type == "cuda" else []))
 def test_fprop_dgrad_wgrad_equal_the_recipe_by_hand(kernels, m, k, n):
     """Both kernel sets (Triton under the interpreter on CPU) against the spec's formulas."""
     x, w, b, dy = _operands(m, k, n)
@@ -42,9 +48,9 @@ def test_fprop_dgrad_wgrad_equal_the_recipe_by_hand(kernels, m, k, n):
     dyt = nvfp4.quantize(_pad(dy).T.contiguous(), rht=True, stochastic=True, seed=seed_wgrad)
     dw_ref = dyt.dequantize(undo_rht=False) @ xt.dequantize(undo_rht=False).T
 
-    assert torch.allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-    assert torch.allclose(x.grad, dx_ref, rtol=1e-5, atol=1e-5)
-    assert torch.allclose(w.grad, dw_ref, rtol=1e-5, atol=1e-4)
+    for got, want in ((y, y_ref), (x.grad, dx_ref), (w.grad, dw_ref)):
+        # fp32 accumulation order: errors relative to the largest element of the product
+        assert (got - want).abs().max() <= 2e-6 * want.abs().max() + 1e-6
     assert torch.allclose(b.grad, dy.sum(0))
     # ... and it is an approximation of the true gradients, not something else
     assert (w.grad - dy.T @ x.detach()).norm() / (dy.T @ x.detach()).norm() < 0.3

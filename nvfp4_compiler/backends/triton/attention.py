@@ -1,0 +1,209 @@
+"""Triton attention over a paged NVFP4 KV cache (the twin of ``nvfp4_compiler.paged_attention``).
+
+One program owns BLOCK_M queries of one (sequence, head) and walks that sequence's pages through
+the block table: each K/V tile is loaded as packed E2M1 + E4M3 bytes and decoded in registers to
+exact fp16 (E2M1 x E4M3 needs at most 6 significant bits), the page's FP32 decode scale is applied
+to the fp32 scores and to the fp32 P.V product, and an online softmax (exp2, fp32) folds the tiles.
+No bf16 copy of the cache is made. The chunk's own fresh K/V (not cached yet) come last.
+
+Head dimension order: both q.k and p.V run on the even and the odd elements of head_dim separately
+(element 2i is byte i's low nibble, 2i+1 its high one), so no nibble interleave is needed; the
+output's even and odd columns are stored separately.
+
+Few queries (decode) cannot fill the GPU with one program per (sequence, head): the pages are then
+split over SPLITS programs (flash-decoding), each writing an unnormalized partial (max, sum, acc)
+that ``_combine_splits`` merges.
+
+    q, out          [B, Tq, H, D]   bf16 / fp16 / fp32 (last dim contiguous)
+    k/v_data        [P, S, H, D/2]  uint8;  k/v_scale [P, S, H, D/16] E4M3 bits;  k/v_global [P, H] fp32
+    table, fills    [B, max_pages]  int32   physical page and tokens stored on it (0 past the end)
+    k_new, v_new    [B, Tn, H, D]   or none
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .numerics import e2m1_decode_f16, e4m3_decode_f16
+
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _page_tile(data_ptr, scale_ptr, page, head, tok, tok_ok, H, S, D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Even and odd head_dim elements of tokens ``tok`` of ``page`` (one head), fp16 [BLOCK_N, D/2]
+    each, without the page's FP32 scale (zeros for tokens past the fill)."""
+    row = (page * S + tok) * H + head                                   # int64 [BLOCK_N]
+    packed = tl.load(data_ptr + row[:, None] * (D // 2) + tl.arange(0, D // 2)[None, :],
+                     mask=tok_ok[:, None], other=0).to(tl.int32)
+    bits = tl.load(scale_ptr + row[:, None] * (D // 16) + tl.arange(0, D // 16)[None, :],
+                   mask=tok_ok[:, None], other=0).to(tl.int32)
+    scale = e4m3_decode_f16(bits)[:, :, None]
+    shape3: tl.constexpr = (BLOCK_N, D // 16, 8)
+    even = tl.reshape(tl.reshape(e2m1_decode_f16(packed & 0xF), shape3) * scale, (BLOCK_N, D // 2))
+    odd = tl.reshape(tl.reshape(e2m1_decode_f16(packed >> 4), shape3) * scale, (BLOCK_N, D // 2))
+    return even, odd
+
+
+@triton.jit
+def _fold(m_i, l_i, acc_e, acc_o, s, v_e, v_o, v_mult):
+    """Online softmax: fold scores ``s`` (log2 domain, masked = -inf) and values into the state."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    p16 = p.to(tl.float16)
+    acc_e = acc_e * alpha[:, None] + tl.dot(p16, v_e) * v_mult
+    acc_o = acc_o * alpha[:, None] + tl.dot(p16, v_o) * v_mult
+    return m_new, l_i, acc_e, acc_o
+
+
+@triton.jit
+def paged_attention_kernel(
+    q_ptr, out_ptr, kd_ptr, ks_ptr, kg_ptr, vd_ptr, vs_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr,
+    kn_ptr, vn_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr,
+    Tq, Tn, H, S, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
+    s_qb, s_qt, s_qh, s_ob, s_ot, s_oh, s_nb, s_nt, s_nh,
+    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_NEW: tl.constexpr, SPLITS: tl.constexpr,
+):
+    pid_m, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = pid_bh // H, pid_bh % H
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    half = tl.arange(0, D // 2)
+    m_ok = offs_m[:, None] < Tq
+    q_row = q_ptr + b.to(tl.int64) * s_qb + offs_m[:, None].to(tl.int64) * s_qt + h * s_qh
+    q_e = tl.load(q_row + 2 * half[None, :], mask=m_ok, other=0.0).to(tl.float16)
+    q_o = tl.load(q_row + 2 * half[None, :] + 1, mask=m_ok, other=0.0).to(tl.float16)
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc_e = tl.zeros((BLOCK_M, D // 2), tl.float32)
+    acc_o = tl.zeros((BLOCK_M, D // 2), tl.float32)
+
+    first = split * PAGES_PER_SPLIT
+    last = tl.minimum(first + PAGES_PER_SPLIT, tl.load(npages_ptr + b))
+    for i in range(first, last):
+        page = tl.load(table_ptr + b * MAX_PAGES + i).to(tl.int64)
+        fill = tl.load(fills_ptr + b * MAX_PAGES + i)
+        k_mult = tl.load(kg_ptr + page * H + h) * qk_scale
+        v_mult = tl.load(vg_ptr + page * H + h)
+        for t0 in range(0, fill, BLOCK_N):
+            tok = t0 + tl.arange(0, BLOCK_N)
+            tok_ok = tok < fill
+            k_e, k_o = _page_tile(kd_ptr, ks_ptr, page, h, tok, tok_ok, H, S, D, BLOCK_N)
+            s = tl.dot(q_e, tl.trans(k_e)) + tl.dot(q_o, tl.trans(k_o))
+            s = tl.where(tok_ok[None, :], s * k_mult, float("-inf"))
+            v_e, v_o = _page_tile(vd_ptr, vs_ptr, page, h, tok, tok_ok, H, S, D, BLOCK_N)
+            m_i, l_i, acc_e, acc_o = _fold(m_i, l_i, acc_e, acc_o, s, v_e, v_o, v_mult)
+
+    if HAS_NEW:
+        if split == SPLITS - 1:  # the chunk's own K/V: once, in the last split
+            for t0 in range(0, Tn, BLOCK_N):
+                tok = t0 + tl.arange(0, BLOCK_N)
+                tok_ok = tok < Tn
+                n_row = b.to(tl.int64) * s_nb + tok[:, None].to(tl.int64) * s_nt + h * s_nh
+                k_e = tl.load(kn_ptr + n_row + 2 * half[None, :], mask=tok_ok[:, None], other=0.0).to(tl.float16)
+                k_o = tl.load(kn_ptr + n_row + 2 * half[None, :] + 1, mask=tok_ok[:, None], other=0.0).to(tl.float16)
+                s = tl.dot(q_e, tl.trans(k_e)) + tl.dot(q_o, tl.trans(k_o))
+                s = tl.where(tok_ok[None, :], s * qk_scale, float("-inf"))
+                v_e = tl.load(vn_ptr + n_row + 2 * half[None, :], mask=tok_ok[:, None], other=0.0).to(tl.float16)
+                v_o = tl.load(vn_ptr + n_row + 2 * half[None, :] + 1, mask=tok_ok[:, None], other=0.0).to(tl.float16)
+                m_i, l_i, acc_e, acc_o = _fold(m_i, l_i, acc_e, acc_o, s, v_e, v_o, 1.0)
+
+    if SPLITS == 1:
+        o_row = out_ptr + b.to(tl.int64) * s_ob + offs_m[:, None].to(tl.int64) * s_ot + h * s_oh
+        inv = 1.0 / l_i[:, None]
+        tl.store(o_row + 2 * half[None, :], (acc_e * inv).to(out_ptr.dtype.element_ty), mask=m_ok)
+        tl.store(o_row + 2 * half[None, :] + 1, (acc_o * inv).to(out_ptr.dtype.element_ty), mask=m_ok)
+    else:
+        # partials [SPLITS, B*H, Tq] (+ D): an empty split leaves max = -inf, sum = 0, acc = 0
+        base = (split * tl.num_programs(1) + pid_bh).to(tl.int64) * Tq + offs_m
+        tl.store(ws_m_ptr + base, m_i, mask=offs_m < Tq)
+        tl.store(ws_l_ptr + base, l_i, mask=offs_m < Tq)
+        acc_row = ws_acc_ptr + base[:, None] * D
+        tl.store(acc_row + 2 * half[None, :], acc_e, mask=m_ok)
+        tl.store(acc_row + 2 * half[None, :] + 1, acc_o, mask=m_ok)
+
+
+def _combine_splits(ws_m, ws_l, ws_acc, out_shape, dtype):
+    """Merge per-split partial softmax states: weights 2^(m_s - max_s m_s)."""
+    m_max = ws_m.amax(0)
+    weight = torch.exp2(ws_m - m_max)                    # empty splits: 2^-inf = 0
+    l_sum = (weight * ws_l).sum(0)
+    acc = (weight[..., None] * ws_acc).sum(0) / l_sum[..., None]  # [B*H, Tq, D]
+    b, tq, h, d = out_shape
+    return acc.view(b, h, tq, d).transpose(1, 2).to(dtype)
+
+
+def _num_sms(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
+
+
+def choose_splits(programs: int, max_pages: int, device) -> int:
+    """Split the pages when (query tiles x sequences x heads) leaves SMs idle: aim for 2 programs
+    per SM, at least 2 pages per split."""
+    if programs >= _num_sms(device) or max_pages < 4:
+        return 1
+    return int(max(1, min(2 * _num_sms(device) // programs, max_pages // 2)))
+
+
+def _block_sizes(tq: int, page_size: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps): decode-sized query blocks for few queries."""
+    block_n = min(page_size, 16 if INTERPRET else 64)
+    if INTERPRET:
+        return 16, block_n, 4
+    if tq <= 16:
+        return 16, block_n, 4
+    if tq <= 64:
+        return 64, block_n, 4
+    return 128, block_n, 8
+
+
+def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, table, fills, npages,
+                    k_new=None, v_new=None, scale: float | None = None, splits: int | None = None,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of ``q`` over the pages in ``table``/``fills`` (+ ``k_new``/``v_new``); see the
+    module docstring for layouts. ``splits`` forces the page split; ``out`` receives the result."""
+    b, tq, h, d = q.shape
+    page_size = k_data.shape[1]
+    if page_size & (page_size - 1) or page_size < 16:
+        raise ValueError(f"page_size: the Triton kernel needs a power of two >= 16, got {page_size}")
+    if d & (d - 1) or d < 32:
+        raise ValueError(f"head_dim: the Triton kernel needs a power of two >= 32, got {d}")
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    out = torch.empty_like(q) if out is None else out
+    has_new = k_new is not None
+    if has_new:
+        k_new = k_new if k_new.stride(-1) == 1 else k_new.contiguous()
+        v_new = v_new.contiguous() if v_new.stride() != k_new.stride() else v_new
+    kn, vn = (k_new, v_new) if has_new else (q, q)
+    block_m, block_n, warps = _block_sizes(tq, page_size)
+    max_pages = table.shape[1]
+    m_tiles = triton.cdiv(tq, block_m)
+    splits = choose_splits(m_tiles * b * h, max_pages, q.device) if splits is None else splits
+    pages_per_split = triton.cdiv(max(max_pages, 1), splits)
+    if splits > 1:
+        ws_m = torch.empty(splits, b * h, tq, device=q.device)
+        ws_l = torch.empty_like(ws_m)
+        ws_acc = torch.empty(splits, b * h, tq, d, device=q.device)
+    else:
+        ws_m = ws_l = ws_acc = torch.empty(1, device=q.device)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    paged_attention_kernel[(m_tiles, b * h, splits)](
+        q, out, k_data, k_scale.view(torch.uint8), k_global, v_data, v_scale.view(torch.uint8), v_global,
+        table, fills, npages, kn, vn, ws_m, ws_l, ws_acc,
+        tq, k_new.shape[1] if has_new else 0, h, page_size, max_pages, pages_per_split, scale * LOG2E,
+        q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        kn.stride(0), kn.stride(1), kn.stride(2),
+        D=d, BLOCK_M=block_m, BLOCK_N=block_n, HAS_NEW=has_new, SPLITS=splits, num_warps=warps,
+    )
+    if splits > 1:
+        out.copy_(_combine_splits(ws_m, ws_l, ws_acc, (b, tq, h, d), q.dtype))
+    return out

@@ -1,0 +1,93 @@
+"""The Triton paged NVFP4 attention kernel against the reference (SDPA over the dequantized cache).
+
+On CPU it runs under TRITON_INTERPRET=1 at small shapes; with NVFP4_TEST_ON_GPU=1 compiled, plus
+LongLive-sized shapes. The kernel rounds q and the softmax weights P to fp16 for the tensor-core
+dots (as FlashAttention does; K/V decode to fp16 exactly), so outputs are compared with the fp32
+reference within P's rounding: 3e-3 absolute, 1e-2 relative.
+"""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nvfp4_compiler.backends.triton import attention as tattn
+from nvfp4_compiler.kv_cache import PagedNVFP4Cache
+from nvfp4_compiler.paged_attention import paged_attention
+
+ON_GPU = os.environ.get("NVFP4_TEST_ON_GPU") == "1"
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+if ON_GPU and not torch.cuda.is_available():
+    pytest.skip("NVFP4_TEST_ON_GPU=1 but no CUDA device", allow_module_level=True)
+
+
+def _cache(page, heads, dim, chunks, window, seqs=2, seed=0):
+    """Sequences with a sink chunk and rolling-window chunks of uneven sizes (partly filled pages)."""
+    gen = torch.Generator().manual_seed(seed)
+    cache = PagedNVFP4Cache(256, page, heads, dim, window_tokens=window, device=DEVICE)
+    for seq in range(seqs):
+        cache.add_sequence(seq)
+        for i, tokens in enumerate(chunks):
+            k, v = (torch.randn(tokens, heads, dim, generator=gen) * 3 for _ in range(2))
+            cache.append(seq, k.to(DEVICE), v.to(DEVICE), sink=i == 0)
+    return cache
+
+
+def _reference(q, cache, seqs, k_new, v_new):
+    out = []
+    for row, seq in enumerate(seqs):
+        k, v = cache.gather(seq)
+        if k_new is not None:
+            k, v = torch.cat([k, k_new[row].float()]), torch.cat([v, v_new[row].float()])
+        o = F.scaled_dot_product_attention(q[row].float().transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1))
+        out.append(o.transpose(0, 1))
+    return torch.stack(out)
+
+
+CASES = [  # page, heads, dim, chunks (first = sink), window, Tq, Tn
+    (16, 2, 32, (20, 7, 33, 16), 48, 5, 0),
+    (16, 2, 32, (16, 40), None, 40, 9),
+    (32, 1, 64, (3, 50, 50), 64, 17, 4),
+]
+if ON_GPU:
+    CASES += [(64, 12, 128, (1560, 1560, 1560, 1560), 4680, 4680, 1560),   # prefill, chunked
+              (64, 12, 128, (4680, 4680, 4680), 9360, 16, 0)]               # decode-sized queries
+
+
+@pytest.mark.parametrize("page,heads,dim,chunks,window,tq,tn", CASES)
+@pytest.mark.parametrize("splits", [None, 3])
+def test_triton_paged_attention_matches_reference(page, heads, dim, chunks, window, tq, tn, splits):
+    cache = _cache(page, heads, dim, chunks, window)
+    gen = torch.Generator().manual_seed(1)
+    dtype = torch.bfloat16 if ON_GPU else torch.float16
+    q = torch.randn(2, tq, heads, dim, generator=gen).to(DEVICE, dtype)
+    k_new = v_new = None
+    if tn:
+        k_new, v_new = (torch.randn(2, tn, heads, dim, generator=gen).to(DEVICE, dtype) for _ in range(2))
+    table, fills, npages = cache.page_tables([0, 1])
+    out = torch.full_like(q, float("nan"))  # poisoned: every element must be written
+    tattn.paged_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                          cache.v_global, table, fills, npages, k_new, v_new, splits=splits, out=out)
+    want = _reference(q, cache, [0, 1], k_new, v_new)
+    assert not out.isnan().any()
+    # fp16 q (exact for bf16 inputs) and fp16 P: P's rounding (2^-11 relative) bounds the error
+    torch.testing.assert_close(out.float(), want, atol=3e-3, rtol=1e-2)
+
+
+def test_dispatch_and_errors():
+    cache = _cache(16, 2, 32, (20, 9), None)
+    q = torch.randn(2, 3, 2, 32, device=DEVICE, dtype=torch.float16)
+    via_dispatch = paged_attention(q, cache, [0, 1], backend="triton")
+    reference = paged_attention(q.float(), cache, [0, 1], backend="reference")
+    torch.testing.assert_close(via_dispatch.float(), reference, atol=3e-3, rtol=1e-2)
+    with pytest.raises(ValueError, match="backend"):
+        paged_attention(q, cache, [0, 1], backend="cuda")
+    with pytest.raises(ValueError, match="k_new, v_new"):
+        paged_attention(q, cache, [0, 1], k_new=torch.randn(2, 4, 2, 32, device=DEVICE))
+    odd = PagedNVFP4Cache(8, 12, 2, 32, device=DEVICE)  # page size 12: not for the kernel
+    odd.add_sequence(0)
+    odd.append(0, torch.randn(5, 2, 32, device=DEVICE), torch.randn(5, 2, 32, device=DEVICE))
+    with pytest.raises(ValueError, match="page_size"):
+        paged_attention(q[:1], odd, [0], backend="triton")
+    assert paged_attention(q[:1].float(), odd, [0]).shape == (1, 3, 2, 32)  # auto falls back
