@@ -25,7 +25,8 @@ if ON_GPU and not torch.cuda.is_available():
 def _cache(page, heads, dim, chunks, window, seqs=2, seed=0):
     """Sequences with a sink chunk and rolling-window chunks of uneven sizes (partly filled pages)."""
     gen = torch.Generator().manual_seed(seed)
-    cache = PagedNVFP4Cache(256, page, heads, dim, window_tokens=window, device=DEVICE)
+    pages = seqs * sum(-(-t // page) for t in chunks)
+    cache = PagedNVFP4Cache(pages, page, heads, dim, window_tokens=window, device=DEVICE)
     for seq in range(seqs):
         cache.add_sequence(seq)
         for i, tokens in enumerate(chunks):
