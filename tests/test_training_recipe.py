@@ -67,7 +67,7 @@ def test_quantization_off_gives_autograd_gradients_exactly():
 
 def test_rht_cancels_in_wgrad():
     _, _, _, dy = _operands()
-    x = torch.randn(40, 48)
+    x = torch.randn(40, 48, device=DEVICE)
     plain = dy.T @ x
     transformed = rht(_pad(dy).T.contiguous()) @ rht(_pad(x).T.contiguous()).T
     assert torch.allclose(transformed, plain, rtol=1e-4, atol=1e-4)

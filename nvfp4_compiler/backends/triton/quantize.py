@@ -49,7 +49,7 @@ def _prune(configs, named_args, **kwargs):
 
 @triton.autotune(configs=_configs(), key=["R", "K", "TILE_ROWS", "RHT", "STOCHASTIC"],
                  prune_configs_by={"early_config_prune": _prune})
-@triton.jit
+@triton.jit(do_not_specialize=["seed_lo", "seed_hi"])  # seeds 0 and 1 would otherwise become constants
 def quantize_kernel(
     x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r, seed_lo, seed_hi,
     TILE_ROWS: tl.constexpr, RHT: tl.constexpr, STOCHASTIC: tl.constexpr,
@@ -80,8 +80,7 @@ def quantize_kernel(
     kp = (K + 15) // 16 * 16
     if STOCHASTIC:
         # The draw of element (row, col) of the padded tensor: index row * Kp + col, mod 2^32.
-        index = tl.reshape(rows[:, None].to(tl.uint32) * kp.to(tl.uint32) + cols[None, :].to(tl.uint32),
-                           (BLOCK_R, NB, 16))
+        index = tl.reshape((rows[:, None].to(tl.int64) * kp + cols[None, :]).to(tl.uint32), (BLOCK_R, NB, 16))
         codes = e2m1_encode_stochastic(scaled, rounding_uniform(index, seed_lo.to(tl.uint32), seed_hi.to(tl.uint32)))
     else:
         codes = e2m1_encode(scaled)
