@@ -12,7 +12,7 @@ output's even and odd columns are stored separately.
 
 Few queries (decode) cannot fill the GPU with one program per (sequence, head): the pages are then
 split over SPLITS programs (flash-decoding), each writing an unnormalized partial (max, sum, acc)
-that ``_combine_splits`` merges.
+that ``combine_splits_kernel`` merges.
 
     q, out          [B, Tq, H, D]   bf16 / fp16 / fp32 (last dim contiguous)
     k/v_data        [P, S, H, D/2]  uint8;  k/v_scale [P, S, H, D/16] E4M3 bits;  k/v_global [P, H] fp32
@@ -29,25 +29,41 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import e2m1_decode_f16, e4m3_decode_f16
+from .numerics import e4m3_decode_f16
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634
 
 
+#: The page tiles are decoded as 2^-7 x their values (see ``_page_tile``); the page's FP32
+#: multiplier takes the 2^7 back.
+TILE_UNSCALE = tl.constexpr(128.0)
+
+
+@triton.jit
+def _e2m1_bits_f16(codes):
+    """E2M1 codes (int32 0..15) as fp16 bit patterns worth 2^-14 x the value (no multiply)."""
+    bits = ((codes & 7) << 9) | ((codes & 8) << 12)
+    return bits.to(tl.int16).to(tl.float16, bitcast=True)
+
+
 @triton.jit
 def _page_tile(data_ptr, scale_ptr, page, head, tok, tok_ok, H, S, D: tl.constexpr, BLOCK_N: tl.constexpr):
     """Even and odd head_dim elements of tokens ``tok`` of ``page`` (one head), fp16 [BLOCK_N, D/2]
-    each, without the page's FP32 scale (zeros for tokens past the fill)."""
+    each, worth 2^-7 x (E2M1 x E4M3), without the page's FP32 scale (zeros past the fill).
+
+    One multiply per element: (E2M1 x 2^-14, straight from the bits) x (E4M3 x 2^7). Every product
+    has at most 6 significant bits between 2^-17 and 21, so it is exact in fp16.
+    """
     row = (page * S + tok) * H + head                                   # int64 [BLOCK_N]
     packed = tl.load(data_ptr + row[:, None] * (D // 2) + tl.arange(0, D // 2)[None, :],
                      mask=tok_ok[:, None], other=0).to(tl.int32)
     bits = tl.load(scale_ptr + row[:, None] * (D // 16) + tl.arange(0, D // 16)[None, :],
                    mask=tok_ok[:, None], other=0).to(tl.int32)
-    scale = e4m3_decode_f16(bits)[:, :, None]
+    scale = (e4m3_decode_f16(bits) * 128.0)[:, :, None]                 # <= 448 x 128 = 57344
     shape3: tl.constexpr = (BLOCK_N, D // 16, 8)
-    even = tl.reshape(tl.reshape(e2m1_decode_f16(packed & 0xF), shape3) * scale, (BLOCK_N, D // 2))
-    odd = tl.reshape(tl.reshape(e2m1_decode_f16(packed >> 4), shape3) * scale, (BLOCK_N, D // 2))
+    even = tl.reshape(tl.reshape(_e2m1_bits_f16(packed & 0xF), shape3) * scale, (BLOCK_N, D // 2))
+    odd = tl.reshape(tl.reshape(_e2m1_bits_f16(packed >> 4), shape3) * scale, (BLOCK_N, D // 2))
     return even, odd
 
 
@@ -68,9 +84,9 @@ def _fold(m_i, l_i, acc_e, acc_o, s, v_e, v_o, v_mult):
 def paged_attention_kernel(
     q_ptr, out_ptr, kd_ptr, ks_ptr, kg_ptr, vd_ptr, vs_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr,
     kn_ptr, vn_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr,
-    Tq, Tn, H, S, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
+    Tq, Tn, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
     s_qb, s_qt, s_qh, s_ob, s_ot, s_oh, s_nb, s_nt, s_nh,
-    D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    D: tl.constexpr, S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_NEW: tl.constexpr, SPLITS: tl.constexpr,
 ):
     pid_m, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -92,9 +108,10 @@ def paged_attention_kernel(
     for i in range(first, last):
         page = tl.load(table_ptr + b * MAX_PAGES + i).to(tl.int64)
         fill = tl.load(fills_ptr + b * MAX_PAGES + i)
-        k_mult = tl.load(kg_ptr + page * H + h) * qk_scale
-        v_mult = tl.load(vg_ptr + page * H + h)
-        for t0 in range(0, fill, BLOCK_N):
+        k_mult = tl.load(kg_ptr + page * H + h) * (qk_scale * TILE_UNSCALE)
+        v_mult = tl.load(vg_ptr + page * H + h) * TILE_UNSCALE
+        # a static inner loop (unrolled) keeps the page loop a single loop the compiler pipelines
+        for t0 in tl.static_range(0, S, BLOCK_N):
             tok = t0 + tl.arange(0, BLOCK_N)
             tok_ok = tok < fill
             k_e, k_o = _page_tile(kd_ptr, ks_ptr, page, h, tok, tok_ok, H, S, D, BLOCK_N)
@@ -119,9 +136,7 @@ def paged_attention_kernel(
 
     if SPLITS == 1:
         o_row = out_ptr + b.to(tl.int64) * s_ob + offs_m[:, None].to(tl.int64) * s_ot + h * s_oh
-        inv = 1.0 / l_i[:, None]
-        tl.store(o_row + 2 * half[None, :], (acc_e * inv).to(out_ptr.dtype.element_ty), mask=m_ok)
-        tl.store(o_row + 2 * half[None, :] + 1, (acc_o * inv).to(out_ptr.dtype.element_ty), mask=m_ok)
+        _store_halves(o_row, half, acc_e / l_i[:, None], acc_o / l_i[:, None], m_ok)
     else:
         # partials [SPLITS, B*H, Tq] (+ D): an empty split leaves max = -inf, sum = 0, acc = 0
         base = (split * tl.num_programs(1) + pid_bh).to(tl.int64) * Tq + offs_m
@@ -132,14 +147,35 @@ def paged_attention_kernel(
         tl.store(acc_row + 2 * half[None, :] + 1, acc_o, mask=m_ok)
 
 
-def _combine_splits(ws_m, ws_l, ws_acc, out_shape, dtype):
-    """Merge per-split partial softmax states: weights 2^(m_s - max_s m_s)."""
-    m_max = ws_m.amax(0)
-    weight = torch.exp2(ws_m - m_max)                    # empty splits: 2^-inf = 0
-    l_sum = (weight * ws_l).sum(0)
-    acc = (weight[..., None] * ws_acc).sum(0) / l_sum[..., None]  # [B*H, Tq, D]
-    b, tq, h, d = out_shape
-    return acc.view(b, h, tq, d).transpose(1, 2).to(dtype)
+@triton.jit
+def _store_halves(row_ptr, half, even, odd, mask):
+    tl.store(row_ptr + 2 * half[None, :], even.to(row_ptr.dtype.element_ty), mask=mask)
+    tl.store(row_ptr + 2 * half[None, :] + 1, odd.to(row_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def combine_splits_kernel(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_ptr, Tq, H, BH, SPLITS,
+                          s_ob, s_ot, s_oh, D: tl.constexpr, BLOCK_M: tl.constexpr):
+    """out = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, m = max_s m_s (empty splits weigh 0)."""
+    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m_ok = offs_m < Tq
+    d = tl.arange(0, D)
+    m_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    for s in range(0, SPLITS):
+        m_max = tl.maximum(m_max, tl.load(ws_m_ptr + (s * BH + pid_bh).to(tl.int64) * Tq + offs_m, mask=m_ok,
+                                          other=float("-inf")))
+    l_sum = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, D), tl.float32)
+    for s in range(0, SPLITS):
+        base = (s * BH + pid_bh).to(tl.int64) * Tq + offs_m
+        w = tl.exp2(tl.load(ws_m_ptr + base, mask=m_ok, other=float("-inf")) - m_max)
+        w = tl.where(m_ok, w, 0.0)
+        l_sum += w * tl.load(ws_l_ptr + base, mask=m_ok, other=0.0)
+        acc += w[:, None] * tl.load(ws_acc_ptr + base[:, None] * D + d[None, :], mask=m_ok[:, None], other=0.0)
+    b, h = pid_bh // H, pid_bh % H
+    o = out_ptr + b.to(tl.int64) * s_ob + offs_m[:, None].to(tl.int64) * s_ot + h * s_oh + d[None, :]
+    tl.store(o, (acc / l_sum[:, None]).to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
 
 
 def _num_sms(device) -> int:
@@ -147,16 +183,16 @@ def _num_sms(device) -> int:
 
 
 def choose_splits(programs: int, max_pages: int, device) -> int:
-    """Split the pages when (query tiles x sequences x heads) leaves SMs idle: aim for 2 programs
-    per SM, at least 2 pages per split."""
-    if programs >= _num_sms(device) or max_pages < 4:
+    """Split the pages when (query tiles x sequences x heads) leaves SMs idle: aim for 4 programs
+    per SM (memory latency wants many loads in flight), at least 4 pages per split."""
+    if programs >= _num_sms(device) or max_pages < 8:
         return 1
-    return int(max(1, min(2 * _num_sms(device) // programs, max_pages // 2)))
+    return int(max(1, min(4 * _num_sms(device) // programs, max_pages // 4)))
 
 
 def _block_sizes(tq: int, page_size: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps): decode-sized query blocks for few queries."""
-    block_n = min(page_size, 16 if INTERPRET else 64)
+    block_n = min(page_size, 16 if INTERPRET else 64)  # divides the page (both powers of two)
     if INTERPRET:
         return 16, block_n, 4
     if tq <= 16:
@@ -199,11 +235,14 @@ def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
     paged_attention_kernel[(m_tiles, b * h, splits)](
         q, out, k_data, k_scale.view(torch.uint8), k_global, v_data, v_scale.view(torch.uint8), v_global,
         table, fills, npages, kn, vn, ws_m, ws_l, ws_acc,
-        tq, k_new.shape[1] if has_new else 0, h, page_size, max_pages, pages_per_split, scale * LOG2E,
+        tq, k_new.shape[1] if has_new else 0, h, max_pages, pages_per_split, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         kn.stride(0), kn.stride(1), kn.stride(2),
-        D=d, BLOCK_M=block_m, BLOCK_N=block_n, HAS_NEW=has_new, SPLITS=splits, num_warps=warps,
+        D=d, S=page_size, BLOCK_M=block_m, BLOCK_N=block_n, HAS_NEW=has_new, SPLITS=splits,
+        num_warps=warps, num_stages=1 if INTERPRET else 3,
     )
     if splits > 1:
-        out.copy_(_combine_splits(ws_m, ws_l, ws_acc, (b, tq, h, d), q.dtype))
+        combine_splits_kernel[(triton.cdiv(tq, 16), b * h)](
+            ws_m, ws_l, ws_acc, out, tq, h, b * h, splits, out.stride(0), out.stride(1), out.stride(2),
+            D=d, BLOCK_M=16)
     return out
