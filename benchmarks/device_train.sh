@@ -13,7 +13,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 timeout 555 python3 examples/train_video.py --arms nvfp4 "${ARGS[@]}" > "$OUT/log_nvfp4.txt" 2>&1 &
 timeout 400 python3 examples/train_video.py --arms bf16 "${ARGS[@]}" > "$OUT/log_bf16.txt" 2>&1
-[ -n "${AFTER_BF16:-}" ] && timeout 150 bash -c "$AFTER_BF16" > "$OUT/after_bf16.txt" 2>&1
+[ -n "${AFTER_BF16:-}" ] && timeout 330 bash -c "$AFTER_BF16" > "$OUT/after_bf16.txt" 2>&1
 wait
 for f in "$OUT"/log_*.txt; do echo "== $f"; tail -n 3 "$f"; done
 python3 examples/train_video.py --combine --out "$OUT" 2>&1 | tail -n 3
