@@ -98,7 +98,10 @@ def report(compiled: NVFP4Module) -> Report:
     eager = sorted(compiled.eager_linears - seen)
     uncaptured = [n for n in _linear_names(compiled.model) if n not in seen and n not in eager] if graphs else []
     distinct_graphs = len({_graph_signature(g.graph_module) for g in graphs})
-    return Report(sites, boundaries, distinct_graphs, len(graphs), uncaptured, eager, _config_fields(compiled.config))
+    attention = latest_per_name((a for g in graphs for a in g.context.attention_sites),
+                                key=lambda a: (a.k_buffer or a.node, a.graph_id if not a.k_buffer else 0))
+    return Report(sites, boundaries, distinct_graphs, len(graphs), uncaptured, eager, _config_fields(compiled.config),
+                  attention)
 
 
 def calibrate(compiled: NVFP4Module, batches: Iterable, *, progress: bool = True) -> dict[str, float]:

@@ -42,6 +42,9 @@ class Config:
         weight_tiles_2d, rht_wgrad, stochastic_gradients: the recipe's switches (16x16 weight
             tiles; random Hadamard transform on the wgrad operands; stochastic rounding of
             gradients), all on by default as in NVIDIA's recipe.
+        kv_cache: move attention K/V caches the model keeps (slice writes into a buffer, read
+            back by the attention) into paged NVFP4 storage (the ``nvfp4_kv_cache`` pass).
+        kv_page_size: tokens per page of that storage (a power of two >= 16 runs the Triton kernel).
     """
 
     include: tuple[str, ...] = ("*",)
@@ -58,6 +61,8 @@ class Config:
     weight_tiles_2d: bool = True
     rht_wgrad: bool = True
     stochastic_gradients: bool = True
+    kv_cache: bool = True
+    kv_page_size: int = 64
     _block_regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +75,8 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+        if not isinstance(self.kv_page_size, int) or isinstance(self.kv_page_size, bool) or self.kv_page_size < 1:
+            raise ValueError(f"kv_page_size: expected a positive int, got {self.kv_page_size!r}")
         if self.activation_scales not in ACTIVATION_SCALE_MODES:
             raise ValueError(f"activation_scales: expected one of {ACTIVATION_SCALE_MODES}, got {self.activation_scales!r}")
         if self.recipe not in RECIPES:

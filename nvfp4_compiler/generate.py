@@ -119,3 +119,31 @@ def generate_cached(model: Callable, noise: list[torch.Tensor], text: torch.Tens
         chunks.append(x)
         offset += x.shape[2]
     return chunks
+
+
+@torch.no_grad()
+def generate_dense_cache(model: Callable, noise: list[torch.Tensor], text: torch.Tensor, *,
+                         steps: int = 4) -> list[torch.Tensor]:
+    """LongLive-style generation through the model's own dense K/V buffers (build them with
+    ``VideoDiT.enable_dense_kv_cache``): every denoising forward writes the chunk's K/V at the
+    chunk's position and attends over the prefix; the clean t=0 forward writes them for good.
+    Under ``nvfp4.compile`` the ``nvfp4_kv_cache`` pass turns those buffers into NVFP4 pages."""
+    chunks, offset, position = [], 0, 0
+    times = torch.linspace(1.0, 0.0, steps + 1)
+    for chunk_noise in noise:
+        x = chunk_noise
+        for t, t_next in zip(times[:-1], times[1:]):
+            timestep = torch.full((x.shape[0],), float(t) * 1000, device=x.device)
+            x = x + (t_next - t) * model(x, timestep, text, frame_offset=offset, cache_position=position)
+        model(x, torch.zeros(x.shape[0], device=x.device), text, frame_offset=offset, cache_position=position)
+        chunks.append(x)
+        offset += x.shape[2]
+        position += _tokens(model, x)
+    return chunks
+
+
+def _tokens(model, latents: torch.Tensor) -> int:
+    cfg = getattr(model, "cfg", None) or model.model.cfg
+    pt, ph, pw = cfg.patch_size
+    _, _, frames, height, width = latents.shape
+    return (frames // pt) * (height // ph) * (width // pw)

@@ -122,6 +122,17 @@ class PagedNVFP4Cache:
         npages = (fills > 0).sum(1, dtype=torch.int32)
         return table.to(device), fills.to(device), npages.to(device)
 
+    def grow(self, extra_pages: int) -> None:
+        """Add ``extra_pages`` free pages (the storage is reallocated; stored pages keep their ids)."""
+        if not isinstance(extra_pages, int) or extra_pages < 1:
+            raise ValueError(f"extra_pages: expected a positive int, got {extra_pages!r}")
+        old = self.num_pages
+        for name in ("k_data", "v_data", "k_scale", "v_scale", "k_global", "v_global"):
+            t = getattr(self, name)
+            pad = torch.zeros(extra_pages, *t.shape[1:], dtype=t.dtype, device=t.device)
+            setattr(self, name, torch.cat([t, pad]))
+        self._free[:0] = range(old + extra_pages - 1, old - 1, -1)  # the new pages are taken last
+
     def nbytes(self) -> int:
         """Bytes of all K/V storage (data, block scales and per-page scales)."""
         return sum(t.numel() * t.element_size() for t in
@@ -230,6 +241,21 @@ class PagedNVFP4Cache:
         if any(f != self.page_size for f in state.fill[first:last]):
             raise ValueError("k, v: the range spans a partly filled page that is not its last")
         self._write(state.pages[first: last + 1], k, v)
+
+    def truncate(self, seq: int, tokens: int) -> None:
+        """Keep the first ``tokens`` stored tokens of ``seq`` and free the pages after them; ``tokens``
+        must end a page (appends start on fresh pages, so every append boundary does) and keep the
+        sink whole."""
+        state = self._get(seq)
+        ends = [sum(state.fill[: i + 1]) for i in range(len(state.fill))]
+        if tokens not in [0] + ends:
+            raise ValueError(f"tokens: {tokens} does not end a page of sequence {seq} (page ends: {ends})")
+        keep = ([0] + ends).index(tokens)
+        if keep < state.sink_pages:
+            raise ValueError(f"tokens: truncating sequence {seq} to {tokens} would cut into its sink")
+        dropped = state.pages[keep:]
+        del state.pages[keep:], state.fill[keep:]
+        self._free.extend(reversed(dropped))
 
     # ---- reads -------------------------------------------------------------------------------
     def dequantize_pages(self, pages: torch.Tensor, which: str) -> torch.Tensor:

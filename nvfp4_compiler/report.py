@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 
-from .passes.base import Boundary, GemmSite
+from .passes.base import AttentionSite, Boundary, GemmSite
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Report:
     uncaptured_linears: list[str] = field(default_factory=list)
     eager_linears: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    attention: list[AttentionSite] = field(default_factory=list)  # what nvfp4_kv_cache did to each call
 
     @property
     def quantized(self) -> list[GemmSite]:
@@ -56,11 +57,14 @@ class Report:
                 "weight_bytes_before": before,
                 "weight_bytes_after": after,
                 "boundary_bytes": sum(b.nbytes for b in self.boundaries),
+                "attention_calls": len(self.attention),
+                "attention_kv_converted": sum(a.converted for a in self.attention),
             },
             "gemms": [{**asdict(g), "dtype": str(g.dtype)} for g in self.gemms],
             "boundaries": [asdict(b) for b in self.boundaries],
             "uncaptured_linears": list(self.uncaptured_linears),
             "eager_linears": list(self.eager_linears),
+            "attention": [asdict(a) for a in self.attention],
             "config": self.config,
         }
 
@@ -90,6 +94,15 @@ class Report:
         for b in self.boundaries:
             bounds.add_row(b.producer, ", ".join(b.consumers), f"{b.nbytes:,}", b.dtype)
         yield bounds
+        if self.attention:
+            attn = Table(title="Attention (nvfp4_kv_cache)")
+            for col in ["graph", "node", "KV cache in NVFP4", "cache buffers / reason"]:
+                attn.add_column(col)
+            for a in self.attention:
+                status = "[green]yes[/green]" if a.converted else "no"
+                detail = f"{a.k_buffer}, {a.v_buffer} ({a.tokens} tokens): {a.reason}" if a.converted else a.reason
+                attn.add_row(str(a.graph_id), a.node, status, detail)
+            yield attn
         if self.eager_linears:
             yield (f"[yellow]Linears run in NVFP4 outside captured graphs (eager fallback after a graph "
                    f"break; no epilogue fusion):[/yellow] {', '.join(self.eager_linears)}")

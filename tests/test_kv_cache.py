@@ -168,3 +168,22 @@ def test_bad_arguments_name_themselves():
     cache.append(0, *_kv(2))
     with pytest.raises(ValueError, match="sink"):
         cache.append(0, *_kv(2), sink=True)
+
+
+def test_truncate_and_grow():
+    cache = PagedNVFP4Cache(4, S, H, D)
+    cache.add_sequence(0)
+    cache.append(0, *_kv(6, 1))          # pages of 4 + 2
+    cache.append(0, *_kv(3, 2))          # a fresh page
+    k_before, _ = cache.gather(0)
+    with pytest.raises(ValueError, match="tokens"):
+        cache.truncate(0, 5)             # not a page end: nothing changes
+    assert cache.length(0) == 9
+    cache.truncate(0, 6)
+    assert cache.length(0) == 6 and cache.free_pages == 2
+    assert torch.equal(cache.gather(0)[0], k_before[:6])
+    cache.grow(3)
+    assert cache.num_pages == 7 and cache.free_pages == 5
+    assert torch.equal(cache.gather(0)[0], k_before[:6])  # stored pages untouched
+    cache.append(0, *_kv(20, 3))
+    cache.check_invariants()

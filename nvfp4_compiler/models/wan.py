@@ -82,12 +82,18 @@ class AttentionProjections(nn.Module):
 
 class SelfAttention(AttentionProjections):
     def forward(self, x: torch.Tensor, angles: torch.Tensor, context: torch.Tensor | None,
-                context_angles: torch.Tensor | None, kv=None) -> torch.Tensor:
+                context_angles: torch.Tensor | None, kv=None, cache_position: int | None = None) -> torch.Tensor:
         q = apply_rope(self.heads(self.norm_q(self.to_q(x))), angles)
         k = apply_rope(self.heads(self.norm_k(self.to_k(x))), angles)
         v = self.heads(self.to_v(x))
         if kv is not None:  # earlier chunks' K/V live in an NVFP4 paged cache (LongLive generation)
             return self.to_out(kv.attend(q, k, v).transpose(1, 2).flatten(2))
+        if cache_position is not None:  # the dense cache the model keeps (VideoDiT.enable_dense_kv_cache)
+            end = cache_position + k.shape[2]
+            self.k_cache[:, :, cache_position:end] = k
+            self.v_cache[:, :, cache_position:end] = v
+            out = F.scaled_dot_product_attention(q, self.k_cache[:, :, :end], self.v_cache[:, :, :end])
+            return self.to_out(out.transpose(1, 2).flatten(2))
         if context is not None:  # clean tokens of earlier chunks: attended to, never attending back
             k_past = apply_rope(self.heads(self.norm_k(self.to_k(context))), context_angles)
             v_past = self.heads(self.to_v(context))
@@ -127,11 +133,11 @@ class DiTBlock(nn.Module):
         self.ffn = FeedForward(cfg)
         self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
 
-    def forward(self, x, time_mod, text, angles, context=None, context_angles=None, kv=None):
+    def forward(self, x, time_mod, text, angles, context=None, context_angles=None, kv=None, cache_position=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + time_mod).unbind(1)
         h = self.norm1(x) * (1 + scale1[:, None]) + shift1[:, None]
         ctx = None if context is None else self.norm1(context) * (1 + scale1[:, None]) + shift1[:, None]
-        x = x + self.self_attn(h, angles, ctx, context_angles, kv) * gate1[:, None]
+        x = x + self.self_attn(h, angles, ctx, context_angles, kv, cache_position) * gate1[:, None]
         x = x + self.cross_attn(self.norm3(x), text)
         h = self.norm2(x) * (1 + scale2[:, None]) + shift2[:, None]
         return x + self.ffn(h) * gate2[:, None]
@@ -166,11 +172,25 @@ class VideoDiT(nn.Module):
         x = tokens.reshape(b, frames // pt, height // ph, width // pw, -1, pt, ph, pw)
         return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, -1, frames, height, width)
 
+    def enable_dense_kv_cache(self, batch: int, max_tokens: int) -> None:
+        """Give every self-attention dense K/V buffers [batch, heads, max_tokens, head_dim] (the
+        LongLive/CausVid way: each call writes its chunk at ``cache_position`` and attends over the
+        filled prefix). ``nvfp4.compile`` moves such caches into paged NVFP4 storage."""
+        for block in self.blocks:
+            attn = block.self_attn
+            shape = (batch, self.cfg.num_heads, max_tokens, self.cfg.head_dim)
+            dtype, device = attn.to_k.weight.dtype, attn.to_k.weight.device
+            attn.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+            attn.register_buffer("v_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
     def forward(self, latents: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor,
-                context: torch.Tensor | None = None, frame_offset: int = 0, kv_cache=None) -> torch.Tensor:
-        """Velocity for ``latents``. Earlier chunks come either as ``context`` (their clean latents,
-        re-encoded every call) or as ``kv_cache`` (a :class:`nvfp4_compiler.generate.ChunkKVCache`
-        holding their K/V in NVFP4 pages); ``frame_offset`` is the chunk's first frame."""
+                context: torch.Tensor | None = None, frame_offset: int = 0, kv_cache=None,
+                cache_position: int | None = None) -> torch.Tensor:
+        """Velocity for ``latents``. Earlier chunks come as ``context`` (their clean latents,
+        re-encoded every call), as ``kv_cache`` (a :class:`nvfp4_compiler.generate.ChunkKVCache`
+        holding their K/V in NVFP4 pages), or from the model's own dense buffers with
+        ``cache_position`` (the chunk's first token; see :meth:`enable_dense_kv_cache`);
+        ``frame_offset`` is the chunk's first frame."""
         b, _, frames, height, width = latents.shape
         pt, ph, pw = self.cfg.patch_size
         x = self.patch_embed(self.patchify(latents))
@@ -186,7 +206,7 @@ class VideoDiT(nn.Module):
             ctx_angles = rope_3d_angles(ctx_frames, height // ph, width // pw, self.cfg.head_dim)
         for i, block in enumerate(self.blocks):
             kv = kv_cache.layer(i) if kv_cache is not None else None
-            x = block(x, time_mod, text_tokens, angles, ctx, ctx_angles, kv)
+            x = block(x, time_mod, text_tokens, angles, ctx, ctx_angles, kv, cache_position)
         shift, scale = (self.head_modulation + temb[:, None]).unbind(1)
         x = self.norm_out(x) * (1 + scale[:, None]) + shift[:, None]
         return self.unpatchify(self.proj_out(x), frames, height, width)

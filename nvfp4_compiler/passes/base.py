@@ -55,6 +55,19 @@ class Boundary:
 
 
 @dataclass
+class AttentionSite:
+    """One attention call of a captured graph and what the ``nvfp4_kv_cache`` pass did with it."""
+
+    graph_id: int
+    node: str                     # the attention node's name in the graph
+    converted: bool
+    reason: str                   # what the cache is (converted) or why it was left alone
+    k_buffer: str = ""            # the K/V buffers the model keeps, when there is a cache
+    v_buffer: str = ""
+    tokens: int = 0               # the buffers' token capacity
+
+
+@dataclass
 class CompileContext:
     """State a pipeline run shares between passes for one captured graph."""
 
@@ -67,6 +80,7 @@ class CompileContext:
     sites: list[GemmSite] = field(default_factory=list)
     boundaries: list[Boundary] = field(default_factory=list)
     site_of_node: dict[str, GemmSite] = field(default_factory=dict)  # GEMM node name -> site
+    attention_sites: list[AttentionSite] = field(default_factory=list)
 
 
 LINEAR_TARGETS = (torch._C._nn.linear, torch.nn.functional.linear, torch.ops.aten.linear.default)

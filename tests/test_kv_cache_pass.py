@@ -1,0 +1,105 @@
+"""The ``nvfp4_kv_cache`` pass: a dense K/V cache the model keeps becomes paged NVFP4 storage."""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import nvfp4_compiler as nvfp4
+from nvfp4_compiler.generate import ChunkKVCache, generate_cached, generate_dense_cache
+from nvfp4_compiler.kv_runtime import store_for
+from nvfp4_compiler.models import build_model
+
+
+# With NVFP4_TEST_ON_GPU=1: on the GPU, where the converted attention runs the Triton kernel.
+DEVICE = torch.device("cuda" if os.environ.get("NVFP4_TEST_ON_GPU") == "1" else "cpu")
+BACKEND = "auto" if DEVICE.type == "cuda" else "reference"
+
+
+def _inputs(model, batch=2, chunks=3):
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(0)
+    shape = (batch, cfg.in_channels, cfg.chunk_frames, cfg.latent_height, cfg.latent_width)
+    return [torch.randn(shape, generator=gen).to(DEVICE) for _ in range(chunks)], torch.randn(
+        batch, cfg.text_tokens, cfg.text_dim, generator=gen).to(DEVICE)
+
+
+def _model(batch=2, chunks=3):
+    model = build_model("tiny", device=DEVICE).eval()
+    model.enable_dense_kv_cache(batch, chunks * model.cfg.chunk_tokens)
+    return model
+
+
+def test_converted_dense_cache_generates_what_the_explicit_nvfp4_cache_generates():
+    """Same weights, same GEMM quantization: generation through the model's dense buffers, as
+    rewritten by the pass, equals generation with an explicit PagedNVFP4Cache object."""
+    model = _model()
+    noise, text = _inputs(model)
+    compiled = nvfp4.compile(model, backend=BACKEND, kv_page_size=16)
+    via_pass = generate_dense_cache(compiled, noise, text, steps=2)
+
+    cfg = model.cfg
+    cache = ChunkKVCache(cfg.num_layers, 2, cfg.num_heads, cfg.head_dim, num_pages=64, page_size=16, device=DEVICE)
+    explicit = generate_cached(nvfp4.compile(model, backend=BACKEND), noise, text, cache, steps=2)
+    for a, b in zip(via_pass, explicit):  # the same kernels on both sides: fp32 noise (GPU: fp16 P in both)
+        assert (a - b).norm() / b.norm() < 1e-5
+
+    report = compiled.report()
+    converted = [a for a in report.attention if a.converted]
+    # Dynamo captures a block once and reuses the graph for the others: the site names the first
+    # block's buffers, and each block still gets its own pages (below).
+    assert converted and all(a.k_buffer.endswith("self_attn.k_cache") and a.v_buffer.endswith("self_attn.v_cache")
+                             for a in converted)
+    plain = [a for a in report.attention if not a.converted]
+    assert plain and all(a.reason.startswith("no KV cache") for a in plain)  # the cross-attention
+    # every block keeps its own pages, holding all three chunks, 3.5x smaller than bf16 would be
+    for block in model.blocks:
+        store = store_for(block.self_attn.k_cache)
+        assert store is not None and store.written == 3 * cfg.chunk_tokens
+        store.cache.check_invariants()
+        bf16_bytes = 2 * 2 * store.cache.num_pages * 16 * cfg.num_heads * cfg.head_dim
+        assert bf16_bytes / store.cache.nbytes() >= 3.5
+
+
+def test_pass_changes_results_only_by_kv_quantization():
+    model = _model()
+    noise, text = _inputs(model)
+    on = generate_dense_cache(nvfp4.compile(model, backend="reference", kv_page_size=16), noise, text, steps=2)
+    off = generate_dense_cache(nvfp4.compile(model, backend="reference", kv_cache=False), noise, text, steps=2)
+    # chunk 0 attends to itself only (each of its writes restarts at 0): no NVFP4 K/V involved
+    assert (on[0] - off[0]).norm() / off[0].norm() < 1e-5
+    for a, b in zip(on[1:], off[1:]):
+        rel = float((a - b).norm() / b.norm())
+        assert 1e-4 < rel < 0.05  # earlier chunks read from NVFP4 pages: close, and not identical
+
+
+class _PlainAttention(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(32, 96)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).unflatten(-1, (3, 2, 16)).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).flatten(2)
+
+
+def test_models_without_a_cache_are_left_alone_and_reported():
+    compiled = nvfp4.compile(_PlainAttention(), backend="reference")
+    with torch.no_grad():
+        compiled(torch.randn(1, 8, 32))
+    (site,) = [s for g in compiled.backend.graphs for s in g.context.attention_sites]
+    assert not site.converted and "mask, dropout, causal" in site.reason
+    report = compiled.report().to_dict()
+    assert report["attention"][0]["converted"] is False
+
+
+def test_out_of_order_writes_raise_a_clear_error():
+    model = _model(batch=1, chunks=3)
+    noise, text = _inputs(model, batch=1)
+    compiled = nvfp4.compile(model, backend="reference", kv_page_size=16)
+    tokens = model.cfg.chunk_tokens
+    with torch.no_grad():
+        compiled(noise[0], torch.zeros(1), text, cache_position=0)
+        with pytest.raises(ValueError, match="written in order"):
+            compiled(noise[1], torch.zeros(1), text, frame_offset=2, cache_position=2 * tokens)
