@@ -100,6 +100,6 @@ def test_out_of_order_writes_raise_a_clear_error():
     compiled = nvfp4.compile(model, backend="reference", kv_page_size=16)
     tokens = model.cfg.chunk_tokens
     with torch.no_grad():
-        compiled(noise[0], torch.zeros(1), text, cache_position=0)
+        compiled(noise[0], torch.zeros(1, device=DEVICE), text, cache_position=0)
         with pytest.raises(ValueError, match="written in order"):
-            compiled(noise[1], torch.zeros(1), text, frame_offset=2, cache_position=2 * tokens)
+            compiled(noise[1], torch.zeros(1, device=DEVICE), text, frame_offset=2, cache_position=2 * tokens)

@@ -76,6 +76,20 @@ def test_triton_paged_attention_matches_reference(page, heads, dim, chunks, wind
     torch.testing.assert_close(out.float(), want, atol=3e-3, rtol=1e-2)
 
 
+def test_fresh_kv_with_different_strides():
+    """k_new and v_new as a model hands them over: views of [B, H, T, D] tensors, each its own layout."""
+    cache = _cache(16, 2, 32, (20, 9), None)
+    gen = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 2, 6, 32, generator=gen).to(DEVICE, torch.float16).transpose(1, 2)
+    k_new = torch.randn(2, 2, 5, 32, generator=gen).to(DEVICE, torch.float16).transpose(1, 2)  # [B, T, H, D] view
+    v_new = torch.randn(2, 5, 2, 32, generator=gen).to(DEVICE, torch.float16)                  # contiguous
+    table, fills, npages = cache.page_tables([0, 1])
+    out = tattn.paged_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                                cache.v_global, table, fills, npages, k_new, v_new)
+    want = _reference(q, cache, [0, 1], k_new, v_new)
+    torch.testing.assert_close(out.float(), want, atol=3e-3, rtol=1e-2)
+
+
 def test_dispatch_and_errors():
     cache = _cache(16, 2, 32, (20, 9), None)
     q = torch.randn(2, 3, 2, 32, device=DEVICE, dtype=torch.float16)

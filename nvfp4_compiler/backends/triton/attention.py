@@ -216,9 +216,9 @@ def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
     q = q if q.stride(-1) == 1 else q.contiguous()
     out = torch.empty_like(q) if out is None else out
     has_new = k_new is not None
-    if has_new:
-        k_new = k_new if k_new.stride(-1) == 1 else k_new.contiguous()
-        v_new = v_new.contiguous() if v_new.stride() != k_new.stride() else v_new
+    if has_new and (k_new.stride() != v_new.stride() or k_new.stride(-1) != 1):
+        # the kernel reads both with one set of strides
+        k_new, v_new = k_new.contiguous(), v_new.contiguous()
     kn, vn = (k_new, v_new) if has_new else (q, q)
     block_m, block_n, warps = _block_sizes(tq, page_size)
     max_pages = table.shape[1]
