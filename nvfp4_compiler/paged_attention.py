@@ -35,6 +35,9 @@ def _online_softmax_step(state, q, k, v, scale):
     return m_new, l, acc
 
 
+# Never traced into a graph: the page tables come from the cache's Python state, which changes
+# every call (Dynamo would bake them in as constants).
+@torch.compiler.disable
 def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
                     k_new: torch.Tensor | None = None, v_new: torch.Tensor | None = None,
                     scale: float | None = None, backend: str = "auto") -> torch.Tensor:
