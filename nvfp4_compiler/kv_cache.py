@@ -133,10 +133,14 @@ class PagedNVFP4Cache:
             setattr(self, name, torch.cat([t, pad]))
         self._free[:0] = range(old + extra_pages - 1, old - 1, -1)  # the new pages are taken last
 
-    def nbytes(self) -> int:
-        """Bytes of all K/V storage (data, block scales and per-page scales)."""
-        return sum(t.numel() * t.element_size() for t in
-                   (self.k_data, self.v_data, self.k_scale, self.v_scale, self.k_global, self.v_global))
+    def nbytes(self, *, used_only: bool = False) -> int:
+        """Bytes of all K/V storage (data, block scales and per-page scales); with ``used_only``,
+        of the pages sequences hold (free pages left out)."""
+        total = sum(t.numel() * t.element_size() for t in
+                    (self.k_data, self.v_data, self.k_scale, self.v_scale, self.k_global, self.v_global))
+        if not used_only:
+            return total
+        return total * (self.num_pages - self.free_pages) // self.num_pages
 
     def check_invariants(self) -> None:
         """Every page is free or owned by exactly one sequence; fills fit their pages."""

@@ -187,3 +187,13 @@ def test_truncate_and_grow():
     assert torch.equal(cache.gather(0)[0], k_before[:6])  # stored pages untouched
     cache.append(0, *_kv(20, 3))
     cache.check_invariants()
+
+
+def test_used_bytes_count_held_pages_only():
+    cache = PagedNVFP4Cache(8, S, H, D)
+    cache.add_sequence(0)
+    cache.append(0, *_kv(6))                       # 2 of 8 pages
+    assert cache.nbytes(used_only=True) * 4 == cache.nbytes()
+    big = PagedNVFP4Cache(8, 64, H, D)            # per-page FP32 scales weigh little on 64-token pages
+    per_token_bf16 = 2 * 2 * H * D                 # K and V, bf16
+    assert 8 * 64 * per_token_bf16 / big.nbytes() >= 3.5
