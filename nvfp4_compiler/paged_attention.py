@@ -36,7 +36,8 @@ def _online_softmax_step(state, q, k, v, scale):
 
 
 # Never traced into a graph: the page tables come from the cache's Python state, which changes
-# every call (Dynamo would bake them in as constants).
+# every call, and a traced version (Triton launch as a user-kernel node) gave wrong results on
+# the H100 in explicit-cache generation.
 @torch.compiler.disable
 def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
                     k_new: torch.Tensor | None = None, v_new: torch.Tensor | None = None,
