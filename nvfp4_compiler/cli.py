@@ -274,7 +274,7 @@ def train(
               f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")
 
 
-BENCHMARKS = ("quantize", "gemm", "block")
+BENCHMARKS = ("quantize", "gemm", "block", "attention", "training")
 
 
 @app.command()
