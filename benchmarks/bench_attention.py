@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import bench_graph_ms, bench_ms, environment, print_table, write_json  # noqa: E402
+from common import bench_graph_ms, bench_ms, finish, print_table  # noqa: E402
 
 # model: (heads, head_dim, chunk tokens, sink tokens, window tokens)
 SHAPES = {"wan-1.3b": (12, 128, 4680, 4680, 18720), "wan-5b": (24, 128, 7040, 7040, 28160)}
@@ -133,9 +133,7 @@ def run(json_path: str | None = None, models=tuple(SHAPES)) -> dict:
                 ["workload", "Tq", "GPU: SDPA bf16", "GPU: NVFP4 paged", "x SDPA (chunk >= 0.9, decode >= 3)",
                  "wall: SDPA bf16", "wall: dequant+SDPA", "wall: NVFP4 paged", "x dequant+SDPA (> 1)",
                  "cache bf16/NVFP4", "rel err"], rows)
-    payload = {"environment": environment(), "results": results}
-    write_json(json_path, payload)
-    return payload
+    return finish(json_path, results)
 
 
 if __name__ == "__main__":

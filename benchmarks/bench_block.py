@@ -16,7 +16,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import WORKLOADS, bench_ms, environment, print_table, write_json  # noqa: E402
+from common import WORKLOADS, bench_ms, finish, print_table  # noqa: E402
 
 
 def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
@@ -55,9 +55,7 @@ def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
                 ["eager bf16", "torch.compile bf16", "NVFP4", "x compiled bf16", "weights bf16/NVFP4", "rel err"],
                 [[times["eager_bf16"], times["compiled_bf16"], times["nvfp4"], result["speedup_vs_compiled_bf16"],
                   result["weight_ratio"], rel]])
-    payload = {"environment": environment(), "results": [result]}
-    write_json(json_path, payload)
-    return payload
+    return finish(json_path, [result])
 
 
 if __name__ == "__main__":

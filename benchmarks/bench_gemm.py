@@ -21,7 +21,16 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import SMALL_M, WORKLOADS, bench_graph_ms, bench_ms, block_gemms, environment, print_table, rotations_for, write_json  # noqa: E402
+from common import (  # noqa: E402
+    SMALL_M,
+    WORKLOADS,
+    bench_graph_ms,
+    bench_ms,
+    block_gemms,
+    finish,
+    print_table,
+    rotations_for,
+)
 
 
 def _epilogue(y, bias, kind, gate, res):
@@ -110,9 +119,7 @@ def run(json_path: str | None = None, models=tuple(WORKLOADS), small_only: bool 
     print_table("W4A4 GEMM + epilogue (us, median); speed-up = cuBLAS bf16 time / NVFP4 time",
                 ["model", "gemm", "M x K x N", "cuBLAS bf16", "dequant+mm", "NVFP4", "quant+NVFP4",
                  "x cuBLAS", "x cuBLAS (q+gemm)", "x cuBLAS (graphs)", "rel err"], rows)
-    payload = {"environment": environment(), "results": results}
-    write_json(json_path, payload)
-    return payload
+    return finish(json_path, results)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import WORKLOADS, bench_ms, environment, print_table, write_json  # noqa: E402
+from common import WORKLOADS, bench_ms, finish, print_table  # noqa: E402
 
 
 def _inputs(cfg, tokens):
@@ -77,9 +77,7 @@ def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
                 [[times["compiled_bf16"], times["nvfp4"], result["step_time_ratio_nvfp4_over_bf16"],
                   saved["compiled_bf16"] / 2**20, saved["nvfp4"] / 2**20,
                   result["saved_activation_ratio_nvfp4_over_bf16"]]])
-    payload = {"environment": environment(), "results": [result]}
-    write_json(json_path, payload)
-    return payload
+    return finish(json_path, [result])
 
 
 if __name__ == "__main__":

@@ -81,6 +81,13 @@ def copy_bandwidth_gbs() -> float:
     return 2 * src.numel() * src.element_size() / ms / 1e6
 
 
+def finish(path: str | None, results: list) -> dict:
+    """The run's payload (environment + results), written to ``path`` when given."""
+    payload = {"environment": environment(), "results": results}
+    write_json(path, payload)
+    return payload
+
+
 def write_json(path: str | None, payload: dict) -> None:
     if path:
         with open(path, "w") as f:
