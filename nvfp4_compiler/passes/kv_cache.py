@@ -26,6 +26,7 @@ import operator
 import torch
 import torch.fx as fx
 
+from ..kv_runtime import cached_attention
 from .base import AttentionSite, CompileContext, PassResult, copy_meta_value, example_value
 
 SDPA_TARGETS = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention,
@@ -102,8 +103,6 @@ def _match(node: fx.Node):
 
 
 def _rewrite(graph: fx.Graph, node: fx.Node, match, ctx: CompileContext) -> AttentionSite:
-    from ..kv_runtime import cached_attention
-
     k_buf, v_buf, k_write, v_write, w_slice, read = match
     q, k_read, v_read = _qkv(node)
     capacity = example_value(k_buf).shape[TOKEN_AXIS]
@@ -126,7 +125,7 @@ def _rewrite(graph: fx.Graph, node: fx.Node, match, ctx: CompileContext) -> Atte
 
 def nvfp4_kv_cache(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
     """Rewrite every cached attention of ``gm`` (see the module docstring); record every SDPA call."""
-    count = 0
+    count, converted = 0, []
     for node in list(gm.graph.nodes):
         if not (node.op == "call_function" and node.target in SDPA_TARGETS):
             continue
@@ -140,8 +139,18 @@ def nvfp4_kv_cache(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
             ctx.attention_sites.append(AttentionSite(ctx.graph_id, node.name, False, match))
             continue
         ctx.attention_sites.append(_rewrite(gm.graph, node, match, ctx))
+        converted.extend(match[:2])
         count += 1
     if count:
-        gm.graph.lint()
+        _check(gm, converted)
         gm.recompile()
     return PassResult(gm, count > 0, count)
+
+
+def _check(gm: fx.GraphModule, buffers: list[fx.Node]) -> None:
+    """The converted buffers are no longer read or written; the graph is well formed."""
+    for buf in buffers:
+        left = [u.name for u in buf.users if u.target is not cached_attention]
+        if left:
+            raise AssertionError(f"nvfp4_kv_cache: buffer {buf.name} still used by {left}")
+    gm.graph.lint()
