@@ -98,4 +98,4 @@ def cached_attention(k_buffer: torch.Tensor, v_buffer: torch.Tensor, q: torch.Te
     if store is None:
         store = _new_store(k_buffer, PagedKVStore(q.shape[0], k.shape[1], k.shape[-1], token_capacity,
                                                   page_size, q.device))
-    return store.attend(q, k, v, int(write_start), int(read_start or 0), scale)
+    return store.attend(q, k, v, int(write_start), int(read_start), scale)

@@ -82,16 +82,20 @@ def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
 
 
 def _use_triton(backend: str, q: torch.Tensor, cache: PagedNVFP4Cache) -> bool:
-    suits = cache.page_size >= 16 and not cache.page_size & (cache.page_size - 1) and \
-        cache.head_dim >= 32 and not cache.head_dim & (cache.head_dim - 1)
-    if backend == "triton":
-        if not triton_usable(q.device):
-            raise ValueError(f"backend: 'triton' needs a CUDA GPU (sm_80+) or TRITON_INTERPRET=1, got {q.device}")
-        if not suits:
-            raise ValueError(f"backend: the Triton kernel needs page_size and head_dim powers of two "
-                             f"(>= 16 and >= 32), got {cache.page_size} and {cache.head_dim}")
+    if backend == "reference" or (backend == "auto" and not (q.is_cuda and cache.k_data.is_cuda)):
+        return False
+    if not triton_usable(q.device):
+        if backend == "auto":
+            return False
+        raise ValueError(f"backend: 'triton' needs a CUDA GPU (sm_80+) or TRITON_INTERPRET=1, got {q.device}")
+    from .backends.triton.attention import supports
+
+    if supports(cache.page_size, cache.head_dim):
         return True
-    return backend == "auto" and q.is_cuda and cache.k_data.is_cuda and triton_usable(q.device) and suits
+    if backend == "auto":
+        return False
+    raise ValueError(f"backend: the Triton kernel needs page_size and head_dim powers of two "
+                     f"(>= 16 and >= 32), got {cache.page_size} and {cache.head_dim}")
 
 
 def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale):

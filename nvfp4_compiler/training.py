@@ -9,12 +9,13 @@ For ``y = x W^T + b`` (x [M, K], W [N, K]) the three GEMMs take these operands:
 The random Hadamard transform is applied along M to both wgrad operands, so it cancels in the
 product. For backward, the forward saves x^T already quantized (NVFP4 with RHT), which is the
 wgrad operand itself, instead of x in bf16: about 0.28x the activation memory.
-dgrad reads W^T quantized along N; with 16x16 tiles its values are W's, transposed.
+dgrad reads W^T quantized along N: with 16x16 tiles, W's codes and tile scales moved
+(``NVFP4Tensor.transpose_tiles``), no second quantization.
 
 Every GEMM here is "A . B^T" over two NVFP4 operands quantized along the reduction dimension.
-Two kernel sets compute them: the reference (dequantize to fp32, matmul), and on CUDA GPUs the
-Triton backend (the same quantize bits, RHT and stochastic draws included; the W4A4 GEMM with the
-scales applied in its epilogue), equal within fp32 accumulation order.
+They go through a backend's ``quantize_op`` and ``gemm_op``, chosen once per forward: the
+reference, or on CUDA GPUs the Triton backend (the same quantize bits, RHT and stochastic draws
+included), equal within fp32 accumulation order.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .backends import triton_usable
-from .format import NVFP4Tensor, quantize
+from .backends import get_backend, triton_usable
+from .format import NVFP4Tensor
 
 KERNEL_SETS = ("auto", "reference", "triton")
 
@@ -43,12 +44,16 @@ class Recipe:
         if self.kernels not in KERNEL_SETS:
             raise ValueError(f"kernels: expected one of {KERNEL_SETS}, got {self.kernels!r}")
 
-    def use_triton(self, t: torch.Tensor) -> bool:
-        if self.kernels == "reference":
-            return False
+    def backend_name(self, t: torch.Tensor) -> str:
+        """"triton" or "reference": which backend computes this recipe for tensors like ``t``."""
         if self.kernels == "triton" and not triton_usable(t.device):
             raise ValueError(f"kernels: 'triton' needs a CUDA GPU (sm_80+) or TRITON_INTERPRET=1, got {t.device}")
-        return triton_usable(t.device) and (self.kernels == "triton" or t.is_cuda)
+        use_triton = self.kernels == "triton" or (self.kernels == "auto" and t.is_cuda and triton_usable(t.device))
+        return "triton" if use_triton else "reference"
+
+    def backend(self, t: torch.Tensor):
+        """The backend module (its ``quantize_op`` and ``gemm_op``) for tensors like ``t``."""
+        return get_backend(self.backend_name(t))
 
 
 NVFP4_RECIPE = Recipe()
@@ -64,39 +69,31 @@ def _seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
 
 
-def _quantize(t: torch.Tensor, recipe: Recipe, block=(1, 16), rht=False, stochastic=False) -> NVFP4Tensor:
-    """One GEMM operand, by the recipe's kernel set (the same bits either way)."""
-    seed = _seed() if stochastic else None
-    if not recipe.use_triton(t):
-        return quantize(t, block=block, rht=rht, stochastic=stochastic, seed=seed)
-    from .backends.triton.quantize import quantize as triton_quantize
-
-    data, scale, s_dec = triton_quantize(t, None, block[0], rht=rht, seed=seed)
-    return NVFP4Tensor(data, scale, s_dec, t.shape, tuple(block), rht)
+def _quantize(backend, t: torch.Tensor, block=(1, 16), rht=False, stochastic=False) -> NVFP4Tensor:
+    """One GEMM operand (the same bits on every backend)."""
+    data, scale, s_dec = backend.quantize_op(t, None, block[0], rht=rht, seed=_seed() if stochastic else None)
+    return NVFP4Tensor(data, scale, s_dec.reshape(()), t.shape, tuple(block), rht)
 
 
-def _quantize_along_tokens(t: torch.Tensor, recipe: Recipe, stochastic: bool) -> NVFP4Tensor:
+def _quantize_along_tokens(backend, t: torch.Tensor, recipe: Recipe, stochastic: bool) -> NVFP4Tensor:
     """t [M, C] -> NVFP4 of t^T [C, M'] with blocks along M (M' = M padded to 16), the wgrad layout."""
-    return _quantize(_pad_rows(t).T.contiguous(), recipe, rht=recipe.rht_wgrad, stochastic=stochastic)
+    return _quantize(backend, _pad_rows(t).T.contiguous(), rht=recipe.rht_wgrad, stochastic=stochastic)
 
 
-def _weight_operands(weight: torch.Tensor, recipe: Recipe) -> tuple[NVFP4Tensor, NVFP4Tensor]:
-    """(W for fprop, W^T for dgrad), each quantized along its GEMM's reduction dimension."""
-    block = (16, 16) if recipe.weight_tiles_2d else (1, 16)
-    wt = weight.T if block == (1, 16) else _pad_rows(weight.T)  # 16x16 tiles need rows % 16
-    return _quantize(weight, recipe, block), _quantize(wt.contiguous(), recipe, block)
+def _weight_operands(backend, weight: torch.Tensor, recipe: Recipe) -> tuple[NVFP4Tensor, NVFP4Tensor]:
+    """(W for fprop, W^T for dgrad), each quantized along its GEMM's reduction dimension. With
+    16x16 tiles W^T is W's codes and tile scales moved; 1x16 blocks quantize W^T on its own."""
+    if recipe.weight_tiles_2d:
+        wq = _quantize(backend, weight, (16, 16))
+        return wq, wq.transpose_tiles()
+    return _quantize(backend, weight), _quantize(backend, weight.T.contiguous())
 
 
-def _gemm_nt(a: NVFP4Tensor, b: NVFP4Tensor, recipe: Recipe, out_dtype: torch.dtype,
+def _gemm_nt(backend, a: NVFP4Tensor, b: NVFP4Tensor, out_dtype: torch.dtype,
              bias: torch.Tensor | None = None) -> torch.Tensor:
     """``a . b^T (+ bias)`` for NVFP4 ``a`` [M, K] and ``b`` [N, K] (RHT kept: it cancels)."""
-    if not recipe.use_triton(a.data):
-        y = a.dequantize(undo_rht=False) @ b.dequantize(undo_rht=False).T
-        return (y if bias is None else y + bias.float()).to(out_dtype)
-    from .backends.triton.gemm import gemm as triton_gemm
-
-    y, _ = triton_gemm(a.data, a.scale, a.global_scale, b.data, b.scale, b.global_scale, bias, "none",
-                       None, None, out_dtype)
+    y, _ = backend.gemm_op(a.data, a.scale, a.global_scale, b.data, b.scale, b.global_scale, bias, "none",
+                           None, None, out_dtype)
     return y
 
 
@@ -113,11 +110,12 @@ class NVFP4Linear(torch.autograd.Function):
             if bias is not None:
                 y = y + bias.float()
             return y.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
-        wq, wq_t = _weight_operands(weight, recipe)
-        y = _gemm_nt(_quantize(x2, recipe), wq, recipe, x.dtype, bias)
-        xt = _quantize_along_tokens(x2, recipe, stochastic=False)  # the wgrad operand, saved in NVFP4
+        backend = recipe.backend(x2)
+        wq, wq_t = _weight_operands(backend, weight, recipe)
+        y = _gemm_nt(backend, _quantize(backend, x2), wq, x.dtype, bias)
+        xt = _quantize_along_tokens(backend, x2, recipe, stochastic=False)  # the wgrad operand, saved in NVFP4
         ctx.saved_nvfp4 = (wq_t, xt)
-        ctx.recipe, ctx.x_shape, ctx.has_bias, ctx.rows = recipe, x.shape, bias is not None, x2.shape[0]
+        ctx.recipe, ctx.backend, ctx.x_shape, ctx.has_bias = recipe, backend, x.shape, bias is not None
         ctx.k, ctx.weight_dtype = weight.shape[1], weight.dtype
         return y.reshape(*x.shape[:-1], weight.shape[0])
 
@@ -133,10 +131,10 @@ class NVFP4Linear(torch.autograd.Function):
             dx = dx.to(dy.dtype).reshape(ctx.x_shape)
             return dx, dw.to(dy.dtype), None if db is None else db.to(dy.dtype), None
         wq_t, xt = ctx.saved_nvfp4
-        sr = recipe.stochastic_gradients
-        dx = _gemm_nt(_quantize(dy2, recipe, stochastic=sr), wq_t, recipe, dy.dtype)[:, : ctx.k]
-        dyt = _quantize_along_tokens(dy2, recipe, stochastic=sr)
-        dw = _gemm_nt(dyt, xt, recipe, ctx.weight_dtype)
+        backend, sr = ctx.backend, recipe.stochastic_gradients
+        dx = _gemm_nt(backend, _quantize(backend, dy2, stochastic=sr), wq_t, dy.dtype)[:, : ctx.k]
+        dyt = _quantize_along_tokens(backend, dy2, recipe, stochastic=sr)
+        dw = _gemm_nt(backend, dyt, xt, ctx.weight_dtype)
         db = dy2.float().sum(0).to(dy.dtype) if ctx.has_bias else None
         return dx.reshape(ctx.x_shape), dw, db, None
 

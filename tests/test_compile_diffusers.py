@@ -1,13 +1,12 @@
 """nvfp4.compile on a third-party video transformer: diffusers' Wan, small random config, unmodified."""
 
+import diffusers  # a test dependency (setup.sh installs .[test])
 import pytest
 import torch
+from qdq import qdq_twin, rel_err
 from torch import nn
 
 import nvfp4_compiler as nvfp4
-from qdq import qdq_twin, rel_err
-
-diffusers = pytest.importorskip("diffusers", reason="diffusers is a test dependency (pip install -e .[test])")
 
 FP32_TOL = 2e-5
 

@@ -74,6 +74,20 @@ def test_rht_cancels_in_wgrad():
     assert torch.allclose(inverse_rht(rht(x.T.contiguous()[:, :32])), x.T[:, :32], atol=1e-5)
 
 
+@pytest.mark.parametrize("n,k", [(32, 48), (48, 40)])
+def test_transposed_tiles_are_the_quantized_transpose_bit_for_bit(n, k):
+    """dgrad's W^T, derived from W's 16x16 tiles, equals quantizing W^T (rows padded to 16)."""
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(6)) * torch.logspace(-3, 3, k)
+    derived = nvfp4.quantize(w, block=(16, 16)).transpose_tiles()
+    direct = nvfp4.quantize(_pad(w.T.contiguous()), block=(16, 16))
+    assert derived.shape == direct.shape
+    assert torch.equal(derived.data, direct.data)
+    assert torch.equal(derived.scale.view(torch.uint8), direct.scale.view(torch.uint8))
+    assert torch.equal(derived.global_scale, direct.global_scale)
+    with pytest.raises(ValueError, match="16x16 tiles"):
+        nvfp4.quantize(w).transpose_tiles()
+
+
 def test_weight_tiles_make_w_and_w_transpose_share_values():
     w = torch.randn(32, 48)
     assert torch.equal(nvfp4.quantize(w, block=(16, 16)).dequantize().T,

@@ -28,15 +28,17 @@ ACTIVATIONS = {
 }
 
 
-def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int):
-    """(data, scale, global_scale) of ``x`` quantized with 1x16 (tile_rows=1) or 16x16 blocks."""
+def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, *, rht: bool = False,
+                seed: int | None = None):
+    """(data, scale, global_scale) of ``x`` quantized with 1x16 (tile_rows=1) or 16x16 blocks;
+    ``rht`` transforms along K first, a ``seed`` rounds stochastically (the training operands)."""
     block = BLOCK_2D if tile_rows == 16 else (1, 16)
     if amax is not None and bool(torch.isnan(amax)):
         raise ValueError(
             "amax: this static activation scale was never calibrated; run "
             "nvfp4.calibrate(compiled, batches) before calling a model compiled with activation_scales='static'"
         )
-    q = quantize(x, block=block, amax=amax, nan="propagate")
+    q = quantize(x, block=block, amax=amax, rht=rht, stochastic=seed is not None, seed=seed, nan="propagate")
     return q.data, q.scale, q.global_scale
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .e2m1 import e2m1_decode, unpack_nibbles
+from .e2m1 import e2m1_decode, pack_nibbles, unpack_nibbles
 from .hadamard import inverse_rht
 from .swizzle import from_swizzled, to_swizzled
 
@@ -80,6 +80,21 @@ class NVFP4Tensor:
             self.data.to(device), self.scale.to(device), self.global_scale.to(device),
             self.shape, self.block, self.rht,
         )
+
+    def transpose_tiles(self) -> "NVFP4Tensor":
+        """The 2-D tensor with 16x16 tiles as its transpose, also in 16x16 tiles: the same values,
+        bit for bit what quantizing the transpose (rows padded to 16) gives, without re-reading it.
+
+        Codes are moved, not re-rounded: each 16x16 tile keeps its one scale and the per-tensor
+        scale is unchanged. The logical shape becomes [K padded to 16, N].
+        """
+        if self.block != BLOCK_2D or self.data.dim() != 2 or self.rht:
+            raise ValueError(f"transpose_tiles: needs a 2-D tensor with 16x16 tiles and no RHT, got block "
+                             f"{self.block}, shape {tuple(self.shape)}, rht={self.rht}")
+        data = pack_nibbles(unpack_nibbles(self.data).T.contiguous())
+        tile_scales = self.scale.view(torch.uint8)[::BLOCK_SIZE]   # [N/16, Kp/16]: one row per tile row
+        scale = tile_scales.T.repeat_interleave(BLOCK_SIZE, dim=0).view(self.scale.dtype)  # [Kp, N/16]
+        return NVFP4Tensor(data, scale, self.global_scale, torch.Size([self.padded_k, self.shape[0]]), BLOCK_2D)
 
     def swizzled_scale(self) -> torch.Tensor:
         """Block scales in the 128x4 swizzled layout native FP4 GEMMs read (flat)."""

@@ -145,7 +145,7 @@ def _rewrite_for_training(graph: fx.Graph, node: fx.Node, x, w, b, ctx: CompileC
     graph.erase_node(node)
     wv = example_value(w)
     site.quantized, site.input_scale = True, "dynamic"
-    site.backend = "triton" if recipe.use_triton(wv) else "reference"
+    site.backend = recipe.backend_name(wv)
     site.strategy = "training: fprop/dgrad/wgrad in NVFP4 (16x16 weights, RHT wgrad, SR gradients)"
     site.weight_bytes_before = site.weight_bytes_after = wv.numel() * wv.element_size()  # fp32 master weights
     if b is not None:

@@ -14,8 +14,9 @@ from .gemm import gemm as _gemm
 from .quantize import quantize as _quantize
 
 
-def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int):
-    return _quantize(x, amax, tile_rows)
+def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, *, rht: bool = False,
+                seed: int | None = None):
+    return _quantize(x, amax, tile_rows, rht=rht, seed=seed)
 
 
 def gemm_op(a_data, a_scale, a_global, w_data, w_scale, w_global, bias, activation, gate, residual, out_dtype):

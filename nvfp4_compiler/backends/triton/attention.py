@@ -202,6 +202,11 @@ def _block_sizes(tq: int, page_size: int) -> tuple[int, int, int]:
     return 128, block_n, 8
 
 
+def supports(page_size: int, head_dim: int) -> bool:
+    """Whether the kernel takes this cache geometry (tile shapes must be powers of two)."""
+    return page_size >= 16 and not page_size & (page_size - 1) and head_dim >= 32 and not head_dim & (head_dim - 1)
+
+
 def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, table, fills, npages,
                     k_new=None, v_new=None, scale: float | None = None, splits: int | None = None,
                     out: torch.Tensor | None = None) -> torch.Tensor:
@@ -209,10 +214,9 @@ def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
     module docstring for layouts. ``splits`` forces the page split; ``out`` receives the result."""
     b, tq, h, d = q.shape
     page_size = k_data.shape[1]
-    if page_size & (page_size - 1) or page_size < 16:
-        raise ValueError(f"page_size: the Triton kernel needs a power of two >= 16, got {page_size}")
-    if d & (d - 1) or d < 32:
-        raise ValueError(f"head_dim: the Triton kernel needs a power of two >= 32, got {d}")
+    if not supports(page_size, d):
+        raise ValueError(f"page_size, head_dim: the Triton kernel needs powers of two >= 16 and >= 32, "
+                         f"got {page_size} and {d}")
     q = q if q.stride(-1) == 1 else q.contiguous()
     out = torch.empty_like(q) if out is None else out
     has_new = k_new is not None
