@@ -6,8 +6,9 @@ heads; Wan-5B: chunk 7040, cache 7040 + 28160, 24x128), in one run:
     sdpa_bf16         PyTorch's flash SDPA over a bf16 cache holding the same tokens (the baseline)
     dequant_sdpa      dequantize the whole NVFP4 cache to bf16 (PyTorch ops), then flash SDPA:
                       what LongLive-2.0 does before every attention call
-    nvfp4_paged       the Triton kernel reading the NVFP4 pages in place (page tables prepared once,
-                      as a serving loop keeps them)
+    nvfp4_in_register the Triton kernel decoding the NVFP4 pages tile by tile in registers
+    nvfp4_scratch     one Triton pass decoding the pages to a bf16 scratch, then flash SDPA
+                      (page tables prepared once, as a serving loop keeps them)
 
 Rows: "chunk" = a denoising forward (queries = the chunk, keys = cache + the chunk's own K/V) and
 "decode" = Tq in (1, 16, 64) over the cache alone. Times: GPU time from CUDA-graph replays for SDPA
@@ -15,7 +16,7 @@ and the kernel (the target ratios), and wall time per call (do_bench) for all th
 dequantize route cannot be graph-captured: it builds a lookup table per call). Memory: the
 cache's bytes, NVFP4 vs bf16.
 
-    python benchmarks/bench_attention.py [--models wan-1.3b wan-5b] [--json out.json]
+    python benchmarks/bench_attention.py [--models wan-1.3b wan-5b] [--json out.json] [--sweep]
 """
 
 from __future__ import annotations
@@ -66,73 +67,151 @@ def _dequantize_all(cache, pages, slots):
 
 def _row(label, r):
     g, w = r["gpu_ms"], r["wall_ms"]
-    return [label, r["tq"], g["sdpa_bf16"], g["nvfp4_paged"], r["speedup_vs_sdpa_bf16"],
-            w["sdpa_bf16"], w["dequant_sdpa"], w["nvfp4_paged"], r["speedup_vs_dequant_sdpa"],
-            r["memory_ratio"], r["rel_err_vs_sdpa"]]
+    return [label, r["tq"], g["sdpa_bf16"], g["nvfp4_in_register"], g["nvfp4_scratch"],
+            r["speedup_vs_sdpa_bf16"]["in_register"], r["speedup_vs_sdpa_bf16"]["scratch"], r["auto_strategy"],
+            w["dequant_sdpa"], w["nvfp4_auto"], r["speedup_vs_dequant_sdpa"], r["memory_ratio"],
+            r["rel_err_vs_sdpa"]["in_register"], r["rel_err_vs_sdpa"]["scratch"]]
+
+
+class Workload:
+    """One model's cache, page tables, bf16 twin of the cache, and the attention routes over them."""
+
+    def __init__(self, model: str):
+        heads, dim, self.chunk, sink, window = SHAPES[model]
+        self.model, self.heads, self.dim = model, heads, dim
+        self.cache = _fill_cache(heads, dim, self.chunk, sink, window)
+        self.tokens = self.cache.length(0)
+        self.table, self.fills, self.npages = self.cache.page_tables([0])
+        self.pages = self.table[0, : int(self.npages[0])].long()
+        self.slots = _slot_index(self.fills, self.npages)
+        self.k_bf16, self.v_bf16 = _dequantize_all(self.cache, self.pages, self.slots)  # bf16 cache, same tokens
+        self.gen = torch.Generator(device="cuda").manual_seed(1)
+
+    def inputs(self, tq: int, with_new: bool):
+        q = torch.randn(1, tq, self.heads, self.dim, device="cuda", dtype=torch.bfloat16, generator=self.gen)
+        new = [torch.randn(1, self.chunk, self.heads, self.dim, device="cuda", dtype=torch.bfloat16,
+                           generator=self.gen) for _ in range(2)] if with_new else None
+        return q, new
+
+    def routes(self, q, new, tile=None, splits=None):
+        """name -> fn(i) for the baseline SDPA, LongLive's dequantize route and both NVFP4 strategies."""
+        from nvfp4_compiler.backends.triton.attention import paged_attention as in_register
+        from nvfp4_compiler.backends.triton.kv_decode import scratch_attention
+
+        c = self.cache
+        pages = (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, self.table, self.fills)
+        q_t = q.transpose(1, 2)
+        kv_all = (self.k_bf16, self.v_bf16) if new is None else \
+            tuple(torch.cat([t, n.transpose(1, 2)], 2) for t, n in zip((self.k_bf16, self.v_bf16), new))
+
+        def sdpa(i):
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return F.scaled_dot_product_attention(q_t, *kv_all).transpose(1, 2)
+
+        def dequant_sdpa(i):
+            k, v = _dequantize_all(c, self.pages, self.slots)
+            if new is not None:
+                k, v = (torch.cat([t, n.transpose(1, 2)], 2) for t, n in zip((k, v), new))
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return F.scaled_dot_product_attention(q_t, k, v).transpose(1, 2)
+
+        def register(i):
+            return in_register(q, *pages, self.npages, *(new or (None, None)), tile=tile, splits=splits)
+
+        def scratch(i):
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                return scratch_attention(q, *pages, self.tokens, *(new or (None, None)))
+
+        return {"sdpa_bf16": sdpa, "dequant_sdpa": dequant_sdpa, "in_register": register, "scratch": scratch}
+
+
+def _rel_err(out, ref):
+    return float((out.float() - ref).norm() / ref.norm())
 
 
 def run_model(model: str) -> list[dict]:
-    from nvfp4_compiler.backends.triton.attention import paged_attention as kernel
+    from nvfp4_compiler.paged_attention import SCRATCH_MIN_QUERIES
 
-    heads, dim, chunk, sink, window = SHAPES[model]
-    cache = _fill_cache(heads, dim, chunk, sink, window)
-    tokens = cache.length(0)
-    table, fills, npages = cache.page_tables([0])
-    pages = table[0, : int(npages[0])].long()
-    slots = _slot_index(fills, npages)
-    k_bf16, v_bf16 = _dequantize_all(cache, pages, slots)   # the bf16 cache holding the same tokens
-    bf16_bytes = 2 * k_bf16.numel() * k_bf16.element_size()
-    gen = torch.Generator(device="cuda").manual_seed(1)
+    w = Workload(model)
+    bf16_bytes = 2 * w.k_bf16.numel() * w.k_bf16.element_size()
     results = []
-    for kind, tq in [("chunk", chunk)] + [("decode", t) for t in DECODE_TQ]:
-        q = torch.randn(1, tq, heads, dim, device="cuda", dtype=torch.bfloat16, generator=gen)
-        new = None
-        if kind == "chunk":
-            new = [torch.randn(1, chunk, heads, dim, device="cuda", dtype=torch.bfloat16, generator=gen)
-                   for _ in range(2)]
-        q_t = q.transpose(1, 2)
-        kv_all = (k_bf16, v_bf16) if new is None else \
-            tuple(torch.cat([c, n.transpose(1, 2)], 2) for c, n in zip((k_bf16, v_bf16), new))
-
-        def sdpa(i, kv=kv_all):
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return F.scaled_dot_product_attention(q_t, *kv)
-
-        def dequant_sdpa(i):
-            k, v = _dequantize_all(cache, pages, slots)
-            if new is not None:
-                k, v = (torch.cat([c, n.transpose(1, 2)], 2) for c, n in zip((k, v), new))
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                return F.scaled_dot_product_attention(q_t, k, v)
-
-        def paged(i):
-            return kernel(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
-                          cache.v_global, table, fills, npages, *(new or (None, None)))
-
-        ref = sdpa(0).transpose(1, 2).float()
-        err = float((paged(0).float() - ref).norm() / ref.norm())
-        gpu = {"sdpa_bf16": bench_graph_ms(sdpa, replays=5), "nvfp4_paged": bench_graph_ms(paged, replays=5)}
-        wall = {name: bench_ms(fn) for name, fn in
-                (("sdpa_bf16", sdpa), ("dequant_sdpa", dequant_sdpa), ("nvfp4_paged", paged))}
-        results.append({"model": model, "kind": kind, "tq": tq, "cache_tokens": tokens,
-                        "new_tokens": chunk if new else 0, "gpu_ms": gpu, "wall_ms": wall, "rel_err_vs_sdpa": err,
-                        "speedup_vs_sdpa_bf16": gpu["sdpa_bf16"] / gpu["nvfp4_paged"],
-                        "speedup_vs_dequant_sdpa": wall["dequant_sdpa"] / wall["nvfp4_paged"],
-                        "cache_bytes_nvfp4": cache.nbytes(used_only=True), "cache_bytes_bf16": bf16_bytes,
-                        "memory_ratio": bf16_bytes / cache.nbytes(used_only=True)})
+    for kind, tq in [("chunk", w.chunk)] + [("decode", t) for t in DECODE_TQ]:
+        q, new = w.inputs(tq, kind == "chunk")
+        fns = w.routes(q, new)
+        ref = fns["sdpa_bf16"](0).float()
+        auto = "scratch" if tq >= SCRATCH_MIN_QUERIES else "in_register"
+        gpu = {"sdpa_bf16": bench_graph_ms(fns["sdpa_bf16"], replays=5),
+               "nvfp4_in_register": bench_graph_ms(fns["in_register"], replays=5),
+               "nvfp4_scratch": bench_graph_ms(fns["scratch"], replays=5)}
+        wall = {"sdpa_bf16": bench_ms(fns["sdpa_bf16"]), "dequant_sdpa": bench_ms(fns["dequant_sdpa"]),
+                "nvfp4_auto": bench_ms(fns[auto])}
+        results.append({
+            "model": model, "kind": kind, "tq": tq, "cache_tokens": w.tokens, "new_tokens": w.chunk if new else 0,
+            "gpu_ms": gpu, "wall_ms": wall, "auto_strategy": auto,
+            "rel_err_vs_sdpa": {r: _rel_err(fns[r](0), ref) for r in ("in_register", "scratch")},
+            "speedup_vs_sdpa_bf16": {r: gpu["sdpa_bf16"] / gpu[f"nvfp4_{r}"] for r in ("in_register", "scratch")},
+            "speedup_vs_dequant_sdpa": wall["dequant_sdpa"] / wall["nvfp4_auto"],
+            "cache_bytes_nvfp4": w.cache.nbytes(used_only=True), "cache_bytes_bf16": bf16_bytes,
+            "memory_ratio": bf16_bytes / w.cache.nbytes(used_only=True)})
     return results
 
 
-def run(json_path: str | None = None, models=tuple(SHAPES)) -> dict:
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) tried by --sweep for the in-register kernel
+SWEEP_TILES = {"chunk": [(256, 64, 8, 2), (256, 64, 8, 3), (256, 32, 8, 2), (256, 64, 16, 2), (256, 64, 16, 3),
+                         (512, 64, 16, 2), (128, 64, 4, 3), (128, 64, 4, 2)],
+               "decode": [(16, 64, 2, 2), (16, 64, 2, 3), (16, 64, 2, 4), (16, 64, 1, 2)]}
+SWEEP_SPLITS = (None, 16, 88)
+CROSSOVER_TQ = (16, 64, 128, 256, 512, 1024, 2048)
+
+
+def sweep(model: str) -> list[dict]:
+    """In-register kernel tiles (chunk and Tq=1/64) and the scratch-vs-in-register crossover in Tq."""
+    w = Workload(model)
+    out = []
+    for kind, tq in (("chunk", w.chunk), ("decode", 1), ("decode", 64)):
+        q, new = w.inputs(tq, kind == "chunk")
+        base = w.routes(q, new)
+        sdpa_ms = bench_graph_ms(base["sdpa_bf16"], replays=5)
+        ref = base["sdpa_bf16"](0).float()
+        tiles = SWEEP_TILES[kind] if tq > 1 or kind == "chunk" else SWEEP_TILES["decode"]
+        if kind == "decode" and tq == 64:
+            tiles = [(64, 64, 4, 3), (64, 64, 4, 2), (32, 64, 2, 3)]
+        for tile in tiles:
+            for splits in (SWEEP_SPLITS if kind == "decode" else (None,)):
+                fn = w.routes(q, new, tile=tile, splits=splits)["in_register"]
+                try:
+                    err = _rel_err(fn(0), ref)
+                    ms = bench_graph_ms(fn, replays=5)
+                except Exception as e:  # a tile that does not fit (shared memory) is a result too
+                    print(f"{kind} {tq} {tile} splits={splits}: {type(e).__name__}: {str(e)[:120]}")
+                    continue
+                out.append({"model": model, "kind": kind, "tq": tq, "tile": tile, "splits": splits, "ms": ms,
+                            "sdpa_ms": sdpa_ms, "x_sdpa": sdpa_ms / ms, "rel_err": err})
+                print(f"{kind:6} Tq={tq:5} tile={tile} splits={splits}: {ms:.4f} ms, {sdpa_ms / ms:.3f}x SDPA, "
+                      f"err {err:.1e}", flush=True)
+    for tq in CROSSOVER_TQ:
+        q, new = w.inputs(tq, True)
+        fns = w.routes(q, new)
+        ms = {r: bench_graph_ms(fns[r], replays=5) for r in ("sdpa_bf16", "in_register", "scratch")}
+        out.append({"model": model, "kind": "crossover", "tq": tq, "gpu_ms": ms})
+        print(f"crossover Tq={tq:5} (+{w.chunk} fresh): " + ", ".join(f"{k} {v:.4f} ms" for k, v in ms.items()),
+              flush=True)
+    return out
+
+
+def run(json_path: str | None = None, models=tuple(SHAPES), do_sweep: bool = False) -> dict:
+    if do_sweep:
+        return finish(json_path, [r for m in models for r in sweep(m)])
     rows, results = [], []
     for model in models:
         for r in run_model(model):
             results.append(r)
             rows.append(_row(f"{model} {r['kind']}", r))
     print_table("attention over a sink + window KV cache (ms, median)",
-                ["workload", "Tq", "GPU: SDPA bf16", "GPU: NVFP4 paged", "x SDPA (chunk >= 0.9, decode >= 3)",
-                 "wall: SDPA bf16", "wall: dequant+SDPA", "wall: NVFP4 paged", "x dequant+SDPA (> 1)",
-                 "cache bf16/NVFP4", "rel err"], rows)
+                ["workload", "Tq", "GPU: SDPA bf16", "GPU: in-register", "GPU: scratch+SDPA",
+                 "x SDPA in-reg", "x SDPA scratch (chunk >= 0.9, decode >= 3)", "auto picks",
+                 "wall: dequant+SDPA", "wall: NVFP4 auto", "x dequant+SDPA (> 1)",
+                 "cache bf16/NVFP4", "err in-reg", "err scratch"], rows)
     return finish(json_path, results)
 
 
@@ -140,5 +219,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None)
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--sweep", action="store_true",
+                        help="tune the in-register kernel's tiles/splits and find the scratch crossover in Tq")
     args = parser.parse_args()
-    run(args.json, args.models)
+    run(args.json, args.models, args.sweep)

@@ -21,6 +21,12 @@ from .backends import triton_usable
 from .kv_cache import PagedNVFP4Cache
 
 BACKENDS = ("auto", "reference", "triton")
+STRATEGIES = ("auto", "in_register", "scratch")
+
+#: From this many queries on, "auto" decodes the cache to a scratch tensor and runs flash SDPA
+#: (backends/triton/kv_decode.py) instead of decoding K/V tiles in the attention kernel:
+#: the crossover measured on the H100 (benchmarks/RESULTS.md, paged attention).
+SCRATCH_MIN_QUERIES = 128
 
 
 def _online_softmax_step(state, q, k, v, scale):
@@ -41,11 +47,15 @@ def _online_softmax_step(state, q, k, v, scale):
 @torch.compiler.disable
 def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
                     k_new: torch.Tensor | None = None, v_new: torch.Tensor | None = None,
-                    scale: float | None = None, backend: str = "auto") -> torch.Tensor:
+                    scale: float | None = None, backend: str = "auto", strategy: str = "auto") -> torch.Tensor:
     """Softmax attention of ``q`` over each sequence's NVFP4 pages, then ``k_new``/``v_new``.
 
     ``backend``: "reference" (this module's loop), "triton" (the kernel; CUDA, or the interpreter),
     or "auto" (Triton for CUDA tensors when the page size and head_dim suit it).
+    ``strategy`` (Triton only): "in_register" decodes K/V tiles inside the attention kernel (no
+    copy of the cache); "scratch" decodes the pages into a transient ``q.dtype`` tensor and runs
+    flash SDPA (needs fp16/bf16 ``q`` and the same token count in every sequence); "auto" takes
+    "scratch" from ``SCRATCH_MIN_QUERIES`` queries on where it applies.
     """
     b, tq, h, d = q.shape
     if len(seqs) != b:
@@ -59,8 +69,10 @@ def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
                          f"{tuple(k_new.shape)} and {tuple(v_new.shape)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
     if _use_triton(backend, q, cache):
-        return _triton_paged_attention(q, cache, seqs, k_new, v_new, scale)
+        return _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     table = cache.block_table(seqs).to(q.device)
     out = torch.empty_like(q)
@@ -98,9 +110,26 @@ def _use_triton(backend: str, q: torch.Tensor, cache: PagedNVFP4Cache) -> bool:
                      f"(>= 16 and >= 32), got {cache.page_size} and {cache.head_dim}")
 
 
-def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale):
+def _scratch_applies(q, cache, seqs, strategy: str) -> bool:
+    """Whether to decode to a scratch tensor + SDPA (see ``paged_attention``'s ``strategy``)."""
+    if strategy == "in_register":
+        return False
+    problems = []
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        problems.append(f"q is {q.dtype}, not fp16/bf16")
+    if len({cache.length(s) for s in seqs}) > 1:
+        problems.append("the sequences hold different token counts")
+    if strategy == "scratch" and problems:
+        raise ValueError(f"strategy: 'scratch' does not apply here: {'; '.join(problems)}")
+    return not problems and (strategy == "scratch" or q.shape[1] >= SCRATCH_MIN_QUERIES)
+
+
+def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
     from .backends.triton.attention import paged_attention as kernel
+    from .backends.triton.kv_decode import scratch_attention
 
     table, fills, npages = cache.page_tables(seqs, q.device)
-    return kernel(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global,
-                  table, fills, npages, k_new, v_new, scale)
+    pages = (cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global, table, fills)
+    if _scratch_applies(q, cache, seqs, strategy):
+        return scratch_attention(q, *pages, cache.length(seqs[0]), k_new, v_new, scale)
+    return kernel(q, *pages, npages, k_new, v_new, scale)

@@ -107,3 +107,54 @@ def test_dispatch_and_errors():
     with pytest.raises(ValueError, match="page_size"):
         paged_attention(q[:1], odd, [0], backend="triton")
     assert paged_attention(q[:1].float(), odd, [0]).shape == (1, 3, 2, 32)  # auto falls back
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_decode_pages_equals_gather(dtype):
+    """The scratch decode is the reference dequantization rounded once to ``dtype``, bit for bit,
+    with every token of every (unevenly filled) page in logical order."""
+    from nvfp4_compiler.backends.triton.kv_decode import decode_pages
+
+    cache = _cache(16, 3, 32, (20, 7, 33, 16), 48)
+    # every byte (all 16 x 16 nibble pairs) and every finite non-negative E4M3 scale, subnormals too
+    cache.k_data.copy_((torch.arange(cache.k_data.numel()) % 256).view(cache.k_data.shape).to(torch.uint8))
+    scale_bits = (torch.arange(cache.k_scale.numel()) * 7 % 127).view(cache.k_scale.shape).to(torch.uint8)
+    cache.k_scale.copy_(scale_bits.view(cache.k_scale.dtype))
+    table, fills, _ = cache.page_tables([0, 1])
+    total = cache.length(0)
+    for which in ("k", "v"):
+        data, scale, glob = (getattr(cache, f"{which}_{n}") for n in ("data", "scale", "global"))
+        out = decode_pages(data, scale, glob, table, fills, total, dtype, extra_tokens=3)
+        for row in (0, 1):
+            want = cache.gather(row)[0 if which == "k" else 1].to(dtype)
+            assert torch.equal(out[row, :total], want)
+
+
+@pytest.mark.parametrize("tn", [0, 6])
+def test_scratch_strategy_matches_reference(tn):
+    cache = _cache(16, 2, 32, (20, 7, 33), 48)
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(2, 9, 2, 32, generator=gen).to(DEVICE, torch.float16)
+    k_new = v_new = None
+    if tn:
+        k_new, v_new = (torch.randn(2, tn, 2, 32, generator=gen).to(DEVICE, torch.float16) for _ in range(2))
+    out = paged_attention(q, cache, [0, 1], k_new, v_new, backend="triton", strategy="scratch")
+    want = _reference(q, cache, [0, 1], k_new, v_new)
+    # K/V rounded to fp16 once (2^-11 relative), as the in-register kernel rounds P
+    torch.testing.assert_close(out.float(), want, atol=3e-3, rtol=1e-2)
+
+
+def test_scratch_strategy_refuses_what_it_cannot_do():
+    cache = _cache(16, 2, 32, (20, 9), None)
+    q = torch.randn(2, 3, 2, 32, device=DEVICE, dtype=torch.float16)
+    with pytest.raises(ValueError, match="strategy"):
+        paged_attention(q, cache, [0, 1], backend="triton", strategy="dense")
+    with pytest.raises(ValueError, match="fp16/bf16"):
+        paged_attention(q.float(), cache, [0, 1], backend="triton", strategy="scratch")
+    cache.grow(1)
+    cache.append(1, torch.randn(4, 2, 32, device=DEVICE), torch.randn(4, 2, 32, device=DEVICE))
+    with pytest.raises(ValueError, match="different token counts"):
+        paged_attention(q, cache, [0, 1], backend="triton", strategy="scratch")
+    # auto: uneven sequences take the in-register kernel instead
+    out = paged_attention(q, cache, [0, 1], backend="triton")
+    torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], None, None), atol=3e-3, rtol=1e-2)

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import e4m3_decode_f16
+from .numerics import decode_e2m1_pairs, e4m3_decode_f16
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634
@@ -38,13 +38,6 @@ LOG2E = 1.4426950408889634
 #: The page tiles are decoded as 2^-7 x their values (see ``_page_tile``); the page's FP32
 #: multiplier takes the 2^7 back.
 TILE_UNSCALE = tl.constexpr(128.0)
-
-
-@triton.jit
-def _e2m1_bits_f16(codes):
-    """E2M1 codes (int32 0..15) as fp16 bit patterns worth 2^-14 x the value (no multiply)."""
-    bits = ((codes & 7) << 9) | ((codes & 8) << 12)
-    return bits.to(tl.int16).to(tl.float16, bitcast=True)
 
 
 @triton.jit
@@ -57,14 +50,12 @@ def _page_tile(data_ptr, scale_ptr, page, head, tok, tok_ok, H, S, D: tl.constex
     """
     row = (page * S + tok) * H + head                                   # int64 [BLOCK_N]
     packed = tl.load(data_ptr + row[:, None] * (D // 2) + tl.arange(0, D // 2)[None, :],
-                     mask=tok_ok[:, None], other=0).to(tl.int32)
+                     mask=tok_ok[:, None], other=0)
     bits = tl.load(scale_ptr + row[:, None] * (D // 16) + tl.arange(0, D // 16)[None, :],
                    mask=tok_ok[:, None], other=0).to(tl.int32)
     scale = (e4m3_decode_f16(bits) * 128.0)[:, :, None]                 # <= 448 x 128 = 57344
-    shape3: tl.constexpr = (BLOCK_N, D // 16, 8)
-    even = tl.reshape(tl.reshape(_e2m1_bits_f16(packed & 0xF), shape3) * scale, (BLOCK_N, D // 2))
-    odd = tl.reshape(tl.reshape(_e2m1_bits_f16(packed >> 4), shape3) * scale, (BLOCK_N, D // 2))
-    return even, odd
+    even, odd = decode_e2m1_pairs(tl.reshape(packed, (BLOCK_N, D // 16, 8)), scale)
+    return tl.reshape(even, (BLOCK_N, D // 2)), tl.reshape(odd, (BLOCK_N, D // 2))
 
 
 @triton.jit
@@ -182,24 +173,40 @@ def _num_sms(device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
-def choose_splits(programs: int, max_pages: int, device) -> int:
+def choose_splits(programs: int, max_pages: int, device, tq: int = 1, page_size: int = 64) -> int:
     """Split the pages when (query tiles x sequences x heads) leaves SMs idle: aim for 4 programs
-    per SM (memory latency wants many loads in flight), at least 4 pages per split."""
+    per SM (memory latency wants many loads in flight), at least 4 pages per split, and keep the
+    fp32 partials each split writes and the combine reads (2 x 4 x Tq x D per query tile and head)
+    under a quarter of the page bytes read (D/2 + D/16 per token, K and V): at Tq=64 the partials
+    of 44 splits cost more than they hid (H100 sweep: 44 splits 0.18 ms, 16 splits 0.11 ms)."""
     if programs >= _num_sms(device) or max_pages < 8:
         return 1
-    return int(max(1, min(4 * _num_sms(device) // programs, max_pages // 4)))
+    partial_over_pages = (2 * 4 * tq) / (2 * page_size * (0.5 + 1 / 16))  # per split, D cancels
+    by_traffic = max(1, int(max_pages / (4 * partial_over_pages)))
+    return int(max(1, min(4 * _num_sms(device) // programs, max_pages // 4, by_traffic)))
 
 
-def _block_sizes(tq: int, page_size: int) -> tuple[int, int, int]:
-    """(BLOCK_M, BLOCK_N, num_warps): decode-sized query blocks for few queries."""
+def default_tile(tq: int, page_size: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages), from the H100 sweep (bench_attention --sweep,
+    runs/attention_sweep_h100.json): few queries take the smallest MMA tile; a chunk takes 256
+    queries per program, which halves the K/V decode per query against 128 (0.34x -> 0.51x SDPA)."""
     block_n = min(page_size, 16 if INTERPRET else 64)  # divides the page (both powers of two)
     if INTERPRET:
-        return 16, block_n, 4
+        return 16, block_n, 4, 1
     if tq <= 16:
-        return 16, block_n, 4
+        return 16, block_n, 2, 2
     if tq <= 64:
-        return 64, block_n, 4
-    return 128, block_n, 8
+        return 64, block_n, 4, 3
+    return 256, block_n, 8, 2
+
+
+def _check_tile(tile, page_size: int) -> tuple[int, int, int, int]:
+    block_m, block_n, warps, stages = tile
+    if not all(isinstance(v, int) and v > 0 and not v & (v - 1) for v in (block_m, block_n, warps)) \
+            or block_m < 16 or block_n < 16 or page_size % block_n or not isinstance(stages, int) or stages < 1:
+        raise ValueError(f"tile: expected (BLOCK_M >= 16, BLOCK_N >= 16 dividing the page of {page_size}, "
+                         f"num_warps, num_stages), powers of two but the stages, got {tile!r}")
+    return block_m, block_n, warps, stages
 
 
 def supports(page_size: int, head_dim: int) -> bool:
@@ -209,9 +216,10 @@ def supports(page_size: int, head_dim: int) -> bool:
 
 def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, table, fills, npages,
                     k_new=None, v_new=None, scale: float | None = None, splits: int | None = None,
-                    out: torch.Tensor | None = None) -> torch.Tensor:
+                    out: torch.Tensor | None = None, tile: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Attention of ``q`` over the pages in ``table``/``fills`` (+ ``k_new``/``v_new``); see the
-    module docstring for layouts. ``splits`` forces the page split; ``out`` receives the result."""
+    module docstring for layouts. ``splits`` forces the page split; ``out`` receives the result;
+    ``tile`` = (BLOCK_M, BLOCK_N, num_warps, num_stages) overrides ``default_tile`` (tuning)."""
     b, tq, h, d = q.shape
     page_size = k_data.shape[1]
     if not supports(page_size, d):
@@ -224,10 +232,11 @@ def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
         # the kernel reads both with one set of strides
         k_new, v_new = k_new.contiguous(), v_new.contiguous()
     kn, vn = (k_new, v_new) if has_new else (q, q)
-    block_m, block_n, warps = _block_sizes(tq, page_size)
+    block_m, block_n, warps, stages = default_tile(tq, page_size) if tile is None else _check_tile(tile, page_size)
     max_pages = table.shape[1]
     m_tiles = triton.cdiv(tq, block_m)
-    splits = choose_splits(m_tiles * b * h, max_pages, q.device) if splits is None else splits
+    splits = choose_splits(m_tiles * b * h, max_pages, q.device, min(tq, block_m), page_size) \
+        if splits is None else splits
     pages_per_split = triton.cdiv(max(max_pages, 1), splits)
     if splits > 1:
         ws_m = torch.empty(splits, b * h, tq, device=q.device)
@@ -243,7 +252,7 @@ def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         kn.stride(0), kn.stride(1), kn.stride(2),
         D=d, S=page_size, BLOCK_M=block_m, BLOCK_N=block_n, HAS_NEW=has_new, SPLITS=splits,
-        num_warps=warps, num_stages=1 if INTERPRET else 3,
+        num_warps=warps, num_stages=stages,
     )
     if splits > 1:
         combine_splits_kernel[(triton.cdiv(tq, 16), b * h)](

@@ -7,8 +7,9 @@ Operands (M rows of activations, N output features, Kp reduction length padded t
     a_gs, w_gs  [1]     fp32      per-tensor decode scales (alpha = a_gs * w_gs)
     bias [N], gate / residual viewed as [B, T, N] (M = B*T, any strides, broadcast = stride 0)
     out  [M, N]  bf16/fp16/fp32,  amax [1] fp32 (max |out| after rounding, by atomic max)
-Why fp16 tiles: E2M1 x E4M3 products have at most 5 significant bits and lie in [2^-10, 2688],
-so they are exact in fp16 (and bf16); the per-tensor scales are applied once, in the epilogue.
+Why fp16 tiles: E2M1 x E4M3 products have at most 6 significant bits and lie in [2^-10, 2688];
+scaled by 2^-7 they are exact in fp16, and the per-tensor scales (and the 2^14) are applied once,
+in the epilogue.
 Small M (memory-bound) splits K over more programs (SPLIT_K > 1): partial sums are added into an
 fp32 workspace with atomics, then a second kernel runs the epilogue. Large M (compute-bound,
 M >= DENSE_MIN_M) decodes each operand once to exact fp16 and runs a dense fp16 GEMM, so the
@@ -22,17 +23,21 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import e2m1_decode_f16, e4m3_decode_f16, to_bf16_rne
+from .numerics import decode_e2m1_pairs, e4m3_decode_f16, to_bf16_rne
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 ACTIVATION_IDS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3, "relu": 4}
 NUM_SMS_FALLBACK = 132
+#: Decoded operand tiles carry 2^-7 each (see _decode_half_tiles); the accumulator gets 2^14 back.
+OPERAND_UNSCALE = tl.constexpr(16384.0)
 
 
 @triton.jit
 def _decode_half_tiles(data_ptr, scale_ptr, rows, k0, n_rows, KP, BLOCK_K: tl.constexpr):
     """The even and odd K elements of a [len(rows), BLOCK_K] tile, as two fp16 [len(rows), BLOCK_K/2]
-    tiles of E2M1 value x E4M3 block scale (zeros outside the matrix).
+    tiles of 2^-7 x E2M1 value x E4M3 block scale (zeros outside the matrix). The 2^-7 keeps every
+    product exact in fp16 (at most 6 significant bits, between 2^-17 and 21) through the packed
+    decode's single multiply; the epilogue takes 2^14 back for the two operands (OPERAND_UNSCALE).
 
     Element 2i is the low nibble of byte i and 2i+1 the high one, so splitting the K sum into even
     and odd terms needs no interleaving: sum_k a_k w_k = sum_i a_2i w_2i + sum_i a_2i+1 w_2i+1.
@@ -41,15 +46,13 @@ def _decode_half_tiles(data_ptr, scale_ptr, rows, k0, n_rows, KP, BLOCK_K: tl.co
     byte_cols = k0 // 2 + tl.arange(0, BLOCK_K // 2)
     row_ok = rows[:, None] < n_rows
     packed = tl.load(data_ptr + rows[:, None] * (KP // 2) + byte_cols[None, :],
-                     mask=row_ok & (byte_cols[None, :] < KP // 2), other=0).to(tl.int32)
+                     mask=row_ok & (byte_cols[None, :] < KP // 2), other=0)
     scale_cols = k0 // 16 + tl.arange(0, BLOCK_K // 16)
     scale_bits = tl.load(scale_ptr + rows[:, None] * (KP // 16) + scale_cols[None, :],
                          mask=row_ok & (scale_cols[None, :] < KP // 16), other=0).to(tl.int32)
-    scale = e4m3_decode_f16(scale_bits)[:, :, None]                      # [R, BLOCK_K/16, 1]
-    shape3: tl.constexpr = (rows.shape[0], BLOCK_K // 16, 8)
-    even = tl.reshape(tl.reshape(e2m1_decode_f16(packed & 0xF), shape3) * scale, (rows.shape[0], BLOCK_K // 2))
-    odd = tl.reshape(tl.reshape(e2m1_decode_f16(packed >> 4), shape3) * scale, (rows.shape[0], BLOCK_K // 2))
-    return even, odd
+    scale = (e4m3_decode_f16(scale_bits) * 128.0)[:, :, None]            # [R, BLOCK_K/16, 1]
+    even, odd = decode_e2m1_pairs(tl.reshape(packed, (rows.shape[0], BLOCK_K // 16, 8)), scale)
+    return tl.reshape(even, (rows.shape[0], BLOCK_K // 2)), tl.reshape(odd, (rows.shape[0], BLOCK_K // 2))
 
 
 @triton.jit
@@ -83,7 +86,7 @@ def _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_p
               WANT_AMAX: tl.constexpr):
     """out = residual + gate * act(acc * alpha + bias), rounded once; amax of the rounded out."""
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    y = acc * (tl.load(a_gs_ptr) * tl.load(w_gs_ptr))
+    y = (acc * OPERAND_UNSCALE) * (tl.load(a_gs_ptr) * tl.load(w_gs_ptr))  # x 2^14 is exact: acc as the reference's
     if HAS_BIAS:
         y = y + tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
     y = _activation(y, ACT)
@@ -174,7 +177,7 @@ def split_k_epilogue_kernel(
 
 @triton.jit
 def decode_kernel(data_ptr, scale_ptr, out_ptr, R, KP, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    """NVFP4 rows -> exact fp16 values (E2M1 x E4M3, no per-tensor scale), K permuted: the even
+    """NVFP4 rows -> exact fp16 values (2^-7 x E2M1 x E4M3, no per-tensor scale), K permuted: the even
     elements of a row first, then the odd ones (the same permutation on both GEMM operands leaves
     the product unchanged and spares an interleave)."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
