@@ -3,8 +3,11 @@
 For each sequence, queries attend to the cached tokens (sink + window, page by page, each page
 dequantized as a tile) and then, optionally, to the chunk's own fresh K/V (not cached yet, as
 during LongLive's denoising steps), with an online softmax in fp32. No bf16 copy of the cache is
-ever made, unlike "dequantize the whole cache, then SDPA". On CUDA GPUs the same computation runs
-as one Triton kernel (``backends/triton/attention.py``), equal to this loop within fp32 noise.
+made, unlike "dequantize the whole cache, then SDPA". On CUDA GPUs the same computation runs in
+Triton (equal to this loop within fp16-rounding noise), by one of two strategies: the attention
+kernel decoding K/V tiles in registers (``backends/triton/attention.py``), or, for chunk-sized
+queries where a dense flash kernel is ~2x faster on Hopper, one decode pass into a transient
+scratch followed by flash SDPA (``backends/triton/kv_decode.py``).
 
     q                    [B, Tq, H, D]
     k_new, v_new         [B, Tn, H, D] or None
@@ -23,10 +26,13 @@ from .kv_cache import PagedNVFP4Cache
 BACKENDS = ("auto", "reference", "triton")
 STRATEGIES = ("auto", "in_register", "scratch")
 
-#: From this many queries on, "auto" decodes the cache to a scratch tensor and runs flash SDPA
-#: (backends/triton/kv_decode.py) instead of decoding K/V tiles in the attention kernel:
-#: the crossover measured on the H100 (benchmarks/RESULTS.md, paged attention).
+#: From this many queries (or fresh tokens) on, "auto" decodes the cache to a scratch tensor and
+#: runs flash SDPA (backends/triton/kv_decode.py) instead of decoding K/V tiles in the attention
+#: kernel. H100, Wan-1.3B cache (benchmarks/RESULTS.md): with no fresh tokens the kernel wins at
+#: Tq=64 (0.117 vs 0.149 ms) and the scratch route at the chunk; with a chunk's 4680 fresh tokens
+#: the scratch route wins from Tq=16 on (the kernel walks the fresh tokens in one split).
 SCRATCH_MIN_QUERIES = 128
+SCRATCH_MIN_FRESH = 1024
 
 
 def _online_softmax_step(state, q, k, v, scale):
@@ -54,8 +60,9 @@ def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
     or "auto" (Triton for CUDA tensors when the page size and head_dim suit it).
     ``strategy`` (Triton only): "in_register" decodes K/V tiles inside the attention kernel (no
     copy of the cache); "scratch" decodes the pages into a transient ``q.dtype`` tensor and runs
-    flash SDPA (needs fp16/bf16 ``q`` and the same token count in every sequence); "auto" takes
-    "scratch" from ``SCRATCH_MIN_QUERIES`` queries on where it applies.
+    flash SDPA (needs fp16/bf16 ``q`` and the same token count in every sequence; the scratch
+    holds one call's K/V in ``q.dtype`` while it runs); "auto" takes "scratch" where it applies
+    from ``SCRATCH_MIN_QUERIES`` queries or ``SCRATCH_MIN_FRESH`` fresh tokens on.
     """
     b, tq, h, d = q.shape
     if len(seqs) != b:
@@ -110,7 +117,7 @@ def _use_triton(backend: str, q: torch.Tensor, cache: PagedNVFP4Cache) -> bool:
                      f"(>= 16 and >= 32), got {cache.page_size} and {cache.head_dim}")
 
 
-def _scratch_applies(q, cache, seqs, strategy: str) -> bool:
+def _scratch_applies(q, cache, seqs, strategy: str, fresh_tokens: int) -> bool:
     """Whether to decode to a scratch tensor + SDPA (see ``paged_attention``'s ``strategy``)."""
     if strategy == "in_register":
         return False
@@ -121,7 +128,8 @@ def _scratch_applies(q, cache, seqs, strategy: str) -> bool:
         problems.append("the sequences hold different token counts")
     if strategy == "scratch" and problems:
         raise ValueError(f"strategy: 'scratch' does not apply here: {'; '.join(problems)}")
-    return not problems and (strategy == "scratch" or q.shape[1] >= SCRATCH_MIN_QUERIES)
+    large = q.shape[1] >= SCRATCH_MIN_QUERIES or fresh_tokens >= SCRATCH_MIN_FRESH
+    return not problems and (strategy == "scratch" or large)
 
 
 def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
@@ -130,6 +138,6 @@ def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
 
     table, fills, npages = cache.page_tables(seqs, q.device)
     pages = (cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global, table, fills)
-    if _scratch_applies(q, cache, seqs, strategy):
+    if _scratch_applies(q, cache, seqs, strategy, 0 if k_new is None else k_new.shape[1]):
         return scratch_attention(q, *pages, cache.length(seqs[0]), k_new, v_new, scale)
     return kernel(q, *pages, npages, k_new, v_new, scale)

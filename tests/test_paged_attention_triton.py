@@ -158,3 +158,26 @@ def test_scratch_strategy_refuses_what_it_cannot_do():
     # auto: uneven sequences take the in-register kernel instead
     out = paged_attention(q, cache, [0, 1], backend="triton")
     torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], None, None), atol=3e-3, rtol=1e-2)
+
+
+def test_auto_strategy_takes_scratch_for_many_queries(monkeypatch):
+    """auto: the scratch route from SCRATCH_MIN_QUERIES queries (or SCRATCH_MIN_FRESH fresh tokens)
+    on, the in-register kernel below; both agree with the reference."""
+    import nvfp4_compiler.paged_attention as pa
+    from nvfp4_compiler.backends.triton import kv_decode
+
+    calls = []
+    real = kv_decode.scratch_attention
+    monkeypatch.setattr(kv_decode, "scratch_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(pa, "SCRATCH_MIN_QUERIES", 8)
+    monkeypatch.setattr(pa, "SCRATCH_MIN_FRESH", 6)
+    cache = _cache(16, 2, 32, (20, 9), None)
+    gen = torch.Generator().manual_seed(4)
+    k_new, v_new = (torch.randn(2, 6, 2, 32, generator=gen).to(DEVICE, torch.float16) for _ in range(2))
+    for tq, fresh, want_scratch in ((7, None, False), (8, None, True), (3, (k_new, v_new), True)):
+        q = torch.randn(2, tq, 2, 32, generator=gen).to(DEVICE, torch.float16)
+        calls.clear()
+        out = paged_attention(q, cache, [0, 1], *(fresh or (None, None)), backend="triton")
+        assert bool(calls) == want_scratch, (tq, fresh is not None)
+        torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], *(fresh or (None, None))),
+                                   atol=3e-3, rtol=1e-2)
