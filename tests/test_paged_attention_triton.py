@@ -181,3 +181,13 @@ def test_auto_strategy_takes_scratch_for_many_queries(monkeypatch):
         assert bool(calls) == want_scratch, (tq, fresh is not None)
         torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], *(fresh or (None, None))),
                                    atol=3e-3, rtol=1e-2)
+
+
+@pytest.mark.parametrize("tile", [(8, 16, 4, 1), (16, 24, 4, 1), (16, 32, 4, 1), (16, 16, 3, 1), (16, 16, 4, 0)])
+def test_bad_tile_names_the_argument(tile):
+    cache = _cache(16, 2, 32, (20, 9), None)  # page size 16: BLOCK_N 32 does not divide it
+    q = torch.randn(2, 3, 2, 32, device=DEVICE, dtype=torch.float16)
+    table, fills, npages = cache.page_tables([0, 1])
+    with pytest.raises(ValueError, match="tile"):
+        tattn.paged_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                              cache.v_global, table, fills, npages, tile=tile)

@@ -204,8 +204,9 @@ def _check_tile(tile, page_size: int) -> tuple[int, int, int, int]:
     block_m, block_n, warps, stages = tile
     if not all(isinstance(v, int) and v > 0 and not v & (v - 1) for v in (block_m, block_n, warps)) \
             or block_m < 16 or block_n < 16 or page_size % block_n or not isinstance(stages, int) or stages < 1:
-        raise ValueError(f"tile: expected (BLOCK_M >= 16, BLOCK_N >= 16 dividing the page of {page_size}, "
-                         f"num_warps, num_stages), powers of two but the stages, got {tile!r}")
+        raise ValueError(f"tile: expected (BLOCK_M, BLOCK_N, num_warps, num_stages): BLOCK_M, BLOCK_N >= 16 and "
+                         f"num_warps powers of two, BLOCK_N dividing the page size {page_size}, num_stages >= 1; "
+                         f"got {tile!r}")
     return block_m, block_n, warps, stages
 
 
