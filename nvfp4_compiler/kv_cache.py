@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .format import quantize
+from .format import quantize_slices
 from .format.e2m1 import e2m1_decode, unpack_nibbles
 
 
@@ -162,27 +162,21 @@ class PagedNVFP4Cache:
             raise ValueError("k, v: expected at least one token")
 
     def _write(self, pages: list[int], k: torch.Tensor, v: torch.Tensor) -> list[int]:
-        """Quantize the chunk (one FP32 scale per head) and store it from the start of ``pages``."""
-        fills = []
+        """Quantize the chunk (one FP32 scale per head) and store it from the start of ``pages``;
+        returns the tokens put on each page. The slots past the chunk's end on its last page are
+        zeroed (they are past the page's fill, so nothing reads them)."""
+        tokens, size = k.shape[0], self.page_size
+        padded = len(pages) * size
+        index = torch.tensor(pages, dtype=torch.long, device=self.k_data.device)
         for which, x in (("k", k), ("v", v)):
-            # per-head amax over the whole chunk: heads first so each head is its own tensor
-            per_head = x.transpose(0, 1).float()               # [H, T, D]
-            data, scale, glob = [], [], []
-            for h in range(self.num_heads):
-                q = quantize(per_head[h])
-                data.append(q.data), scale.append(q.scale), glob.append(q.global_scale)
-            data = torch.stack(data, 1)                        # [T, H, D/2]
-            scale = torch.stack(scale, 1)
-            glob = torch.stack(glob)                           # [H]
-            store_d, store_s, store_g = (getattr(self, f"{which}_{n}") for n in ("data", "scale", "global"))
-            for i, page in enumerate(pages):
-                lo, hi = i * self.page_size, min((i + 1) * self.page_size, x.shape[0])
-                store_d[page, : hi - lo] = data[lo:hi].to(store_d.device)
-                store_s[page, : hi - lo] = scale[lo:hi].to(store_s.device)
-                store_g[page] = glob.to(store_g.device)
-                if which == "k":
-                    fills.append(hi - lo)
-        return fills
+            # one FP32 scale per head over the whole chunk: heads first, each its own slice
+            data, scale, glob = quantize_slices(x.transpose(0, 1))  # [H, T, D/2], [H, T, D/16], [H]
+            for name, t in (("data", data), ("scale", scale)):
+                t = torch.nn.functional.pad(t.view(torch.uint8), (0, 0, 0, padded - tokens))  # [H, pages*S, .]
+                store = getattr(self, f"{which}_{name}")
+                store.view(torch.uint8)[index] = t.unflatten(1, (len(pages), size)).permute(1, 2, 0, 3).to(store.device)
+            getattr(self, f"{which}_global")[index] = glob.to(self.k_global.device)
+        return [min(size, tokens - i * size) for i in range(len(pages))]
 
     def append(self, seq: int, k: torch.Tensor, v: torch.Tensor, *, sink: bool = False) -> None:
         """Store a chunk of ``k``, ``v`` ([tokens, heads, head_dim]) at the end of ``seq``.

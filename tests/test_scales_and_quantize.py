@@ -207,3 +207,24 @@ def test_nbytes_and_repr():
     q = nvfp4.quantize(torch.randn(128, 256))
     assert q.nbytes == 128 * 128 + 128 * 16 + 4
     assert "shape=(128, 256)" in repr(q) and "1x16" in repr(q)
+
+
+def test_quantize_slices_equals_quantizing_each_slice():
+    """One pass with a scale per slice is bit-identical to quantizing every slice on its own,
+    across very different magnitudes, an all-zero slice and a K that needs padding."""
+    from nvfp4_compiler.format import quantize, quantize_slices
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(7, 5, 40, generator=gen) * torch.tensor([1e-3, 1.0, 300.0, 0.0, 5e4])[None, :, None]
+    x = base.to(torch.bfloat16).transpose(0, 1)  # [5, 7, 40] bf16, a non-contiguous view (as the KV cache passes)
+    assert not x.is_contiguous()
+    data, scale, glob = quantize_slices(x)
+    for i in range(x.shape[0]):
+        want = quantize(x[i])
+        assert torch.equal(data[i], want.data)
+        assert torch.equal(scale[i].view(torch.uint8), want.scale.view(torch.uint8))
+        assert torch.equal(glob[i], want.global_scale)
+    with pytest.raises(ValueError, match="x:"):
+        quantize_slices(torch.randn(16))
+    with pytest.raises(ValueError, match="NaN"):
+        quantize_slices(torch.full((2, 16), float("nan")))

@@ -11,7 +11,7 @@ import torch
 from .e2m1 import E2M1_MAX, e2m1_encode, e2m1_encode_stochastic, pack_nibbles
 from .hadamard import rht as apply_rht
 from .scales import block_decode_scales, decode_scale, element_encode_multiplier, encode_scale_from_amax
-from .tensor import BLOCK_2D, BLOCK_SIZE, SUPPORTED_BLOCKS, NVFP4Tensor, padded_k
+from .tensor import BLOCK_1D, BLOCK_2D, BLOCK_SIZE, SUPPORTED_BLOCKS, NVFP4Tensor, padded_k
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 NAN_POLICIES = ("raise", "propagate")
@@ -156,8 +156,18 @@ def quantize(
         xf = apply_rht(xf)
 
     s_enc = encode_scale_from_amax(_resolve_amax(xf, amax))
+    data, b, s_dec = _encode_blocks(xf, s_enc, block, stochastic, seed)
+    if nan == "propagate" and bool(has_nan.any()):
+        b = _poison_nan_blocks(b, xf.reshape(*xf.shape[:-1], kp // BLOCK_SIZE, BLOCK_SIZE))
+    return NVFP4Tensor(data, b, s_dec, x.shape, block, rht)
+
+
+def _encode_blocks(xf: torch.Tensor, s_enc: torch.Tensor, block: tuple[int, int], stochastic: bool = False,
+                   seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(packed E2M1, E4M3 block scales, S_dec) of fp32 ``xf`` (last dim a multiple of 16) under
+    encode scale ``s_enc``: 0-d, or one per leading slice (broadcastable against the block scales)."""
     s_dec = decode_scale(s_enc)
-    blocks = xf.reshape(*xf.shape[:-1], kp // BLOCK_SIZE, BLOCK_SIZE)
+    blocks = xf.reshape(*xf.shape[:-1], xf.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)
     b = block_decode_scales(_block_amax(blocks, block), s_enc)
     e = element_encode_multiplier(b, s_dec)
     scaled = torch.clamp(blocks * e.unsqueeze(-1), -E2M1_MAX, E2M1_MAX)
@@ -165,11 +175,31 @@ def quantize(
         codes = e2m1_encode_stochastic(scaled, _uniform_like(scaled, seed))
     else:
         codes = e2m1_encode(scaled)
+    return pack_nibbles(codes.flatten(-2)), b, s_dec
 
-    if nan == "propagate" and bool(has_nan.any()):
-        b = _poison_nan_blocks(b, blocks)
-    data = pack_nibbles(codes.flatten(-2))
-    return NVFP4Tensor(data, b, s_dec, x.shape, block, rht)
+
+def quantize_slices(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Quantize each ``x[i]`` as a tensor of its own (its own amax and FP32 scale; 1x16 blocks,
+    nearest rounding), all slices in one pass: bit-identical to ``quantize(x[i])`` for every i,
+    without a launch sequence per slice (the KV cache's per-head scales).
+
+    Returns (data [*x.shape[:-1], K/2] uint8, E4M3 scales [*x.shape[:-1], K/16], FP32 decode
+    scales [x.shape[0]]), K the last dim padded to 16.
+    """
+    _check_input(x, BLOCK_1D, "raise")
+    if x.dim() < 2 or x.numel() == 0:
+        raise ValueError(f"x: expected non-empty slices along dim 0 of a tensor of rank >= 2, "
+                         f"got shape {tuple(x.shape)}")
+    xf = x.to(torch.float32)
+    if bool(torch.isnan(xf).any()):
+        raise ValueError("x: contains NaN")
+    k, kp = x.shape[-1], padded_k(x.shape[-1])
+    if kp != k:
+        xf = torch.nn.functional.pad(xf, (0, kp - k))
+    amax = xf.abs().nan_to_num(posinf=float("inf")).flatten(1).amax(1)   # as _resolve_amax, per slice
+    s_enc = encode_scale_from_amax(amax).view(-1, *[1] * (xf.dim() - 1))
+    data, b, s_dec = _encode_blocks(xf, s_enc, BLOCK_1D)
+    return data, b, s_dec.flatten()
 
 
 def _poison_nan_blocks(b: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:

@@ -29,33 +29,25 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import decode_e2m1_pairs, e4m3_decode_f16
+from .numerics import DECODED_TILE_UNSCALE, decode_nvfp4_tile
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634
 
 
-#: The page tiles are decoded as 2^-7 x their values (see ``_page_tile``); the page's FP32
-#: multiplier takes the 2^7 back.
-TILE_UNSCALE = tl.constexpr(128.0)
 
 
 @triton.jit
 def _page_tile(data_ptr, scale_ptr, page, head, tok, tok_ok, H, S, D: tl.constexpr, BLOCK_N: tl.constexpr):
     """Even and odd head_dim elements of tokens ``tok`` of ``page`` (one head), fp16 [BLOCK_N, D/2]
-    each, worth 2^-7 x (E2M1 x E4M3), without the page's FP32 scale (zeros past the fill).
-
-    One multiply per element: (E2M1 x 2^-14, straight from the bits) x (E4M3 x 2^7). Every product
-    has at most 6 significant bits between 2^-17 and 21, so it is exact in fp16.
-    """
+    each, worth 2^-7 x (E2M1 x E4M3) (``decode_nvfp4_tile``), without the page's FP32 scale (zeros
+    past the fill)."""
     row = (page * S + tok) * H + head                                   # int64 [BLOCK_N]
     packed = tl.load(data_ptr + row[:, None] * (D // 2) + tl.arange(0, D // 2)[None, :],
                      mask=tok_ok[:, None], other=0)
     bits = tl.load(scale_ptr + row[:, None] * (D // 16) + tl.arange(0, D // 16)[None, :],
                    mask=tok_ok[:, None], other=0).to(tl.int32)
-    scale = (e4m3_decode_f16(bits) * 128.0)[:, :, None]                 # <= 448 x 128 = 57344
-    even, odd = decode_e2m1_pairs(tl.reshape(packed, (BLOCK_N, D // 16, 8)), scale)
-    return tl.reshape(even, (BLOCK_N, D // 2)), tl.reshape(odd, (BLOCK_N, D // 2))
+    return decode_nvfp4_tile(packed, bits)
 
 
 @triton.jit
@@ -99,8 +91,8 @@ def paged_attention_kernel(
     for i in range(first, last):
         page = tl.load(table_ptr + b * MAX_PAGES + i).to(tl.int64)
         fill = tl.load(fills_ptr + b * MAX_PAGES + i)
-        k_mult = tl.load(kg_ptr + page * H + h) * (qk_scale * TILE_UNSCALE)
-        v_mult = tl.load(vg_ptr + page * H + h) * TILE_UNSCALE
+        k_mult = tl.load(kg_ptr + page * H + h) * (qk_scale * DECODED_TILE_UNSCALE)
+        v_mult = tl.load(vg_ptr + page * H + h) * DECODED_TILE_UNSCALE
         # a static inner loop (unrolled) keeps the page loop a single loop the compiler pipelines
         for t0 in tl.static_range(0, S, BLOCK_N):
             tok = t0 + tl.arange(0, BLOCK_N)

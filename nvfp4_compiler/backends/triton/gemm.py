@@ -23,25 +23,23 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import decode_e2m1_pairs, e4m3_decode_f16, to_bf16_rne
+from .numerics import DECODED_TILE_UNSCALE, decode_nvfp4_tile, to_bf16_rne
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 ACTIVATION_IDS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3, "relu": 4}
 NUM_SMS_FALLBACK = 132
-#: Decoded operand tiles carry 2^-7 each (see _decode_half_tiles); the accumulator gets 2^14 back.
-OPERAND_UNSCALE = tl.constexpr(16384.0)
+#: Decoded operand tiles carry 2^-7 each (decode_nvfp4_tile); the accumulator gets 2^14 back.
+OPERAND_UNSCALE = tl.constexpr(DECODED_TILE_UNSCALE.value ** 2)
 
 
 @triton.jit
 def _decode_half_tiles(data_ptr, scale_ptr, rows, k0, n_rows, KP, BLOCK_K: tl.constexpr):
     """The even and odd K elements of a [len(rows), BLOCK_K] tile, as two fp16 [len(rows), BLOCK_K/2]
-    tiles of 2^-7 x E2M1 value x E4M3 block scale (zeros outside the matrix). The 2^-7 keeps every
-    product exact in fp16 (at most 6 significant bits, between 2^-17 and 21) through the packed
-    decode's single multiply; the epilogue takes 2^14 back for the two operands (OPERAND_UNSCALE).
+    tiles worth 2^-7 x E2M1 value x E4M3 block scale (``decode_nvfp4_tile``; zeros outside the
+    matrix); the epilogue takes 2^14 back for the two operands (OPERAND_UNSCALE).
 
     Element 2i is the low nibble of byte i and 2i+1 the high one, so splitting the K sum into even
     and odd terms needs no interleaving: sum_k a_k w_k = sum_i a_2i w_2i + sum_i a_2i+1 w_2i+1.
-    Both elements of byte i share the block scale of byte i // 8.
     """
     byte_cols = k0 // 2 + tl.arange(0, BLOCK_K // 2)
     row_ok = rows[:, None] < n_rows
@@ -50,9 +48,7 @@ def _decode_half_tiles(data_ptr, scale_ptr, rows, k0, n_rows, KP, BLOCK_K: tl.co
     scale_cols = k0 // 16 + tl.arange(0, BLOCK_K // 16)
     scale_bits = tl.load(scale_ptr + rows[:, None] * (KP // 16) + scale_cols[None, :],
                          mask=row_ok & (scale_cols[None, :] < KP // 16), other=0).to(tl.int32)
-    scale = (e4m3_decode_f16(scale_bits) * 128.0)[:, :, None]            # [R, BLOCK_K/16, 1]
-    even, odd = decode_e2m1_pairs(tl.reshape(packed, (rows.shape[0], BLOCK_K // 16, 8)), scale)
-    return tl.reshape(even, (rows.shape[0], BLOCK_K // 2)), tl.reshape(odd, (rows.shape[0], BLOCK_K // 2))
+    return decode_nvfp4_tile(packed, scale_bits)
 
 
 @triton.jit

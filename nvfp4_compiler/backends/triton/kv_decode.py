@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .numerics import decode_e2m1_pairs, e4m3_decode_f16, to_bf16_rne
+from .numerics import DECODED_TILE_UNSCALE, decode_nvfp4_tile, to_bf16_rne
 
 
 @triton.jit
@@ -41,12 +41,11 @@ def decode_pages_kernel(data_ptr, scale_ptr, global_ptr, table_ptr, fills_ptr, s
         packed = tl.load(data_ptr + src[:, None] * (D // 2) + tl.arange(0, D // 2)[None, :], mask=ok[:, None], other=0)
         bits = tl.load(scale_ptr + src[:, None] * (D // 16) + tl.arange(0, D // 16)[None, :],
                        mask=ok[:, None], other=0).to(tl.int32)
-        # E2M1 x 2^-14 times E4M3 x 2^7: exact in fp16 (see attention._page_tile); the rest in fp32
-        even, odd = decode_e2m1_pairs(tl.reshape(packed, (BLOCK_R, D // 16, 8)),
-                                      (e4m3_decode_f16(bits) * 128.0)[:, :, None])
-        glob = tl.load(global_ptr + page * H + rows % H, mask=ok, other=0.0) * 128.0
-        even = tl.reshape(even, (BLOCK_R, D // 2)).to(tl.float32) * glob[:, None]
-        odd = tl.reshape(odd, (BLOCK_R, D // 2)).to(tl.float32) * glob[:, None]
+        even, odd = decode_nvfp4_tile(packed, bits)                      # exact, 2^-7 x value
+        # one fp32 rounding, as the reference's (E2M1 x E4M3) x global: the 2^7 is exact
+        glob = tl.load(global_ptr + page * H + rows % H, mask=ok, other=0.0) * DECODED_TILE_UNSCALE
+        even = even.to(tl.float32) * glob[:, None]
+        odd = odd.to(tl.float32) * glob[:, None]
         values = tl.reshape(tl.join(even, odd), (BLOCK_R, D))            # element 2j, 2j+1 of byte j
         start = tl.load(starts_ptr + b * MAX_PAGES + i)
         dst = out_ptr + b.to(tl.int64) * s_ob + (start + rows // H).to(tl.int64)[:, None] * s_ot \
@@ -56,18 +55,23 @@ def decode_pages_kernel(data_ptr, scale_ptr, global_ptr, table_ptr, fills_ptr, s
         tl.store(dst, values.to(out_ptr.dtype.element_ty), mask=ok[:, None])
 
 
+def page_starts(fills: torch.Tensor) -> torch.Tensor:
+    """Token position of each page's first token within its row (exclusive prefix sum of fills)."""
+    return (torch.cumsum(fills, 1, dtype=torch.int32) - fills).contiguous()
+
+
 def decode_pages(data, scale, glob, table, fills, total_tokens: int, dtype: torch.dtype,
-                 extra_tokens: int = 0) -> torch.Tensor:
+                 extra_tokens: int = 0, starts: torch.Tensor | None = None) -> torch.Tensor:
     """[B, total_tokens + extra_tokens, H, D] ``dtype``: the pages of each row of ``table`` in
     order, ``fills`` tokens each; every row must hold ``total_tokens`` (the last ``extra_tokens``
-    are left for the caller to fill)."""
+    are left for the caller to fill). ``starts``: ``page_starts(fills)``, if already at hand."""
     b = table.shape[0]
     _, page_size, h, half = data.shape
     d = 2 * half
     out = torch.empty(b, total_tokens + extra_tokens, h, d, device=data.device, dtype=dtype)
     if table.shape[1] == 0 or total_tokens == 0:
         return out
-    starts = (torch.cumsum(fills, 1, dtype=torch.int32) - fills).contiguous()
+    starts = page_starts(fills) if starts is None else starts
     block_r = 64
     grid = (table.shape[1], b, triton.cdiv(page_size * h, block_r))
     decode_pages_kernel[grid](data, scale.view(torch.uint8), glob, table, fills, starts, out,
@@ -82,9 +86,10 @@ def scratch_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, t
     decode to a ``q.dtype`` scratch, append the fresh K/V, flash SDPA. Same contract as
     ``attention.paged_attention`` when every row holds ``total_tokens``."""
     tn = 0 if k_new is None else k_new.shape[1]
+    starts = page_starts(fills)  # shared by the K and V passes
     kv = []
     for data, sc, glob, new in ((k_data, k_scale, k_global, k_new), (v_data, v_scale, v_global, v_new)):
-        t = decode_pages(data, sc, glob, table, fills, total_tokens, q.dtype, tn)
+        t = decode_pages(data, sc, glob, table, fills, total_tokens, q.dtype, tn, starts)
         if tn:
             t[:, total_tokens:] = new
         kv.append(t.transpose(1, 2))

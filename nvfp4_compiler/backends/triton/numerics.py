@@ -57,8 +57,8 @@ PTX_DECODE = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
 # the four high nibbles ($2, $3) as fp16 pairs. prmt spreads bytes 0,1 (and 2,3) into the two
 # 16-bit lanes of a register, so each shift/mask/or below builds two fp16 bit patterns at once:
 # magnitude bits 2..0 -> fp16 bits 11..9 (2^-14 x the E2M1 value), sign bit 3 -> bit 15; one
-# mul.f16x2 applies the scales. About 2.5 instructions per value against ~7 for the per-element
-# integer path, which is what the attention and GEMM tiles spend their ALU time on.
+# mul.f16x2 applies the scales. Values stay packed two to a register, so the tiles hold fewer
+# registers than with one int32 per element (GEMM tile kernel: -8 to -15%, register_report.py).
 _E2M1_PAIRS_PTX = tl.constexpr("""
 {
 .reg .b32 z, t0, t1, a, b;
@@ -181,3 +181,21 @@ def e2m1_encode_stochastic(v, u):
     idx = lower + (u < p_up).to(tl.int32)
     sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
     return idx | (sign << 3)
+
+
+#: ``decode_nvfp4_tile``'s values carry 2^-7 (multiply by this to undo it).
+DECODED_TILE_UNSCALE = tl.constexpr(128.0)
+
+
+@triton.jit
+def decode_nvfp4_tile(packed, scale_bits):
+    """Rows of NVFP4: ``packed`` uint8 [R, C/2] and their E4M3 block-scale bits (int32 [R, C/16])
+    -> the even and odd elements of each row, fp16 [R, C/2] each, worth 2^-7 x E2M1 x E4M3.
+
+    One multiply per element: (E2M1 x 2^-14, straight from the bits) x (E4M3 x 2^7). Every product
+    has at most 6 significant bits between 2^-17 and 21, so it is exact in fp16. Element 2i is
+    byte i's low nibble and 2i+1 its high one; both share the block scale of byte i // 8.
+    """
+    scale = (e4m3_decode_f16(scale_bits) * DECODED_TILE_UNSCALE)[:, :, None]  # <= 448 x 128 = 57344
+    even, odd = decode_e2m1_pairs(tl.reshape(packed, (packed.shape[0], packed.shape[1] // 8, 8)), scale)
+    return tl.reshape(even, (packed.shape[0], packed.shape[1])), tl.reshape(odd, (packed.shape[0], packed.shape[1]))
