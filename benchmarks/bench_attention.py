@@ -156,28 +156,29 @@ def run_model(model: str) -> list[dict]:
     return results
 
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) tried by --sweep for the in-register kernel
-SWEEP_TILES = {"chunk": [(256, 64, 8, 2), (256, 64, 8, 3), (256, 32, 8, 2), (256, 64, 16, 2), (256, 64, 16, 3),
-                         (512, 64, 16, 2), (128, 64, 4, 3), (128, 64, 4, 2)],
-               "decode": [(16, 64, 2, 2), (16, 64, 2, 3), (16, 64, 2, 4), (16, 64, 1, 2)]}
-SWEEP_SPLITS = (None, 16, 88)
+# (kind, Tq) -> (BLOCK_M, BLOCK_N, num_warps, num_stages) tiles and split counts tried by --sweep
+# for the in-register kernel (None = its default)
+DECODE_TILES = [(16, 64, 2, 2), (16, 64, 2, 3), (16, 32, 2, 2), (16, 32, 2, 3), (16, 64, 4, 2)]
+SWEEP = {("chunk", None): ([(256, 64, 8, 2), (256, 64, 8, 3)], (None,)),
+         ("decode", 1): (DECODE_TILES, (None, 96)),
+         ("decode", 16): (DECODE_TILES[:3], (None,)),
+         ("decode", 64): ([(64, 64, 4, 3), (64, 64, 4, 2), (64, 32, 4, 3)], (None, 16))}
 CROSSOVER_TQ = (16, 64, 128, 256, 512, 1024, 2048)
 
 
 def sweep(model: str) -> list[dict]:
-    """In-register kernel tiles (chunk and Tq=1/64) and the scratch-vs-in-register crossover in Tq."""
+    """In-register kernel tiles and splits (chunk and Tq=1/16/64) and the scratch-vs-in-register
+    crossover in Tq."""
     w = Workload(model)
     out = []
-    for kind, tq in (("chunk", w.chunk), ("decode", 1), ("decode", 64)):
+    for (kind, tq), (tiles, split_counts) in SWEEP.items():
+        tq = tq or w.chunk
         q, new = w.inputs(tq, kind == "chunk")
         base = w.routes(q, new)
         sdpa_ms = bench_graph_ms(base["sdpa_bf16"], replays=5)
         ref = base["sdpa_bf16"](0).float()
-        tiles = SWEEP_TILES[kind] if tq > 1 or kind == "chunk" else SWEEP_TILES["decode"]
-        if kind == "decode" and tq == 64:
-            tiles = [(64, 64, 4, 3), (64, 64, 4, 2), (32, 64, 2, 3)]
         for tile in tiles:
-            for splits in (SWEEP_SPLITS if kind == "decode" else (None,)):
+            for splits in split_counts:
                 fn = w.routes(q, new, tile=tile, splits=splits)["in_register"]
                 try:
                     err = _rel_err(fn(0), ref)

@@ -191,3 +191,17 @@ def test_bad_tile_names_the_argument(tile):
     with pytest.raises(ValueError, match="tile"):
         tattn.paged_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
                               cache.v_global, table, fills, npages, tile=tile)
+
+
+@pytest.mark.parametrize("page,tile,splits", [(64, (16, 32, 4, 1), 2), (64, (64, 64, 4, 1), 2), (16, None, 64)])
+def test_split_combine(page, tile, splits):
+    """Partials of 2 or 64 page splits merged by ``combine_splits_kernel`` (64: more than one
+    block of SPLIT_BLOCK partials, some splits empty), with sub-page and whole-page tiles."""
+    cache = _cache(page, 2, 64, (100, 29, 70, 300, 200), 600)
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 3, 2, 64, generator=gen).to(DEVICE, torch.float16)
+    table, fills, npages = cache.page_tables([0, 1])
+    out = torch.full_like(q, float("nan"))
+    tattn.paged_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                          cache.v_global, table, fills, npages, splits=splits, tile=tile, out=out)
+    torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], None, None), atol=3e-3, rtol=1e-2)

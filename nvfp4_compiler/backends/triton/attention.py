@@ -11,7 +11,7 @@ Head dimension order: both q.k and p.V run on the even and the odd elements of h
 output's even and odd columns are stored separately.
 
 Few queries (decode) cannot fill the GPU with one program per (sequence, head): the pages are then
-split over SPLITS programs (flash-decoding), each writing an unnormalized partial (max, sum, acc)
+split over several programs (flash-decoding), each writing an unnormalized partial (max, sum, acc)
 that ``combine_splits_kernel`` merges.
 
     q, out          [B, Tq, H, D]   bf16 / fp16 / fp32 (last dim contiguous)
@@ -70,7 +70,7 @@ def paged_attention_kernel(
     Tq, Tn, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
     s_qb, s_qt, s_qh, s_ob, s_ot, s_oh, s_nb, s_nt, s_nh,
     D: tl.constexpr, S: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_NEW: tl.constexpr, SPLITS: tl.constexpr,
+    HAS_NEW: tl.constexpr, SPLIT: tl.constexpr,
 ):
     pid_m, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
@@ -104,7 +104,7 @@ def paged_attention_kernel(
             m_i, l_i, acc_e, acc_o = _fold(m_i, l_i, acc_e, acc_o, s, v_e, v_o, v_mult)
 
     if HAS_NEW:
-        if split == SPLITS - 1:  # the chunk's own K/V: once, in the last split
+        if split == tl.num_programs(2) - 1:  # the chunk's own K/V: once, in the last split
             for t0 in range(0, Tn, BLOCK_N):
                 tok = t0 + tl.arange(0, BLOCK_N)
                 tok_ok = tok < Tn
@@ -117,7 +117,7 @@ def paged_attention_kernel(
                 v_o = tl.load(vn_ptr + n_row + 2 * half[None, :] + 1, mask=tok_ok[:, None], other=0.0).to(tl.float16)
                 m_i, l_i, acc_e, acc_o = _fold(m_i, l_i, acc_e, acc_o, s, v_e, v_o, 1.0)
 
-    if SPLITS == 1:
+    if not SPLIT:
         o_row = out_ptr + b.to(tl.int64) * s_ob + offs_m[:, None].to(tl.int64) * s_ot + h * s_oh
         _store_halves(o_row, half, acc_e / l_i[:, None], acc_o / l_i[:, None], m_ok)
     else:
@@ -138,27 +138,32 @@ def _store_halves(row_ptr, half, even, odd, mask):
 
 @triton.jit
 def combine_splits_kernel(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_ptr, Tq, H, BH, SPLITS,
-                          s_ob, s_ot, s_oh, D: tl.constexpr, BLOCK_M: tl.constexpr):
-    """out = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, m = max_s m_s (empty splits weigh 0)."""
-    pid_m, pid_bh = tl.program_id(0), tl.program_id(1)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_ok = offs_m < Tq
+                          s_ob, s_ot, s_oh, D: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
+    """out = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, m = max_s m_s (empty splits weigh 0),
+    for one query of one (sequence, head). SPLIT_BLOCK partials are read per step, not one at a
+    time: a loop of dependent loads over ~100 splits cost more than the attention itself."""
+    row, pid_bh = tl.program_id(0), tl.program_id(1)
     d = tl.arange(0, D)
-    m_max = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    for s in range(0, SPLITS):
-        m_max = tl.maximum(m_max, tl.load(ws_m_ptr + (s * BH + pid_bh).to(tl.int64) * Tq + offs_m, mask=m_ok,
-                                          other=float("-inf")))
-    l_sum = tl.zeros((BLOCK_M,), tl.float32)
-    acc = tl.zeros((BLOCK_M, D), tl.float32)
-    for s in range(0, SPLITS):
-        base = (s * BH + pid_bh).to(tl.int64) * Tq + offs_m
-        w = tl.exp2(tl.load(ws_m_ptr + base, mask=m_ok, other=float("-inf")) - m_max)
-        w = tl.where(m_ok, w, 0.0)
-        l_sum += w * tl.load(ws_l_ptr + base, mask=m_ok, other=0.0)
-        acc += w[:, None] * tl.load(ws_acc_ptr + base[:, None] * D + d[None, :], mask=m_ok[:, None], other=0.0)
+    m_blk = tl.full((SPLIT_BLOCK,), float("-inf"), tl.float32)
+    for s0 in range(0, SPLITS, SPLIT_BLOCK):
+        s = s0 + tl.arange(0, SPLIT_BLOCK)
+        base = (s * BH + pid_bh).to(tl.int64) * Tq + row
+        m_blk = tl.maximum(m_blk, tl.load(ws_m_ptr + base, mask=s < SPLITS, other=float("-inf")))
+    m_max = tl.max(m_blk, 0)
+    m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+    l_blk = tl.zeros((SPLIT_BLOCK,), tl.float32)
+    acc_blk = tl.zeros((SPLIT_BLOCK, D), tl.float32)
+    for s0 in range(0, SPLITS, SPLIT_BLOCK):
+        s = s0 + tl.arange(0, SPLIT_BLOCK)
+        ok = s < SPLITS
+        base = (s * BH + pid_bh).to(tl.int64) * Tq + row
+        w = tl.exp2(tl.load(ws_m_ptr + base, mask=ok, other=float("-inf")) - m_max)
+        l_blk += w * tl.load(ws_l_ptr + base, mask=ok, other=0.0)
+        acc_blk += w[:, None] * tl.load(ws_acc_ptr + base[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+    acc = tl.sum(acc_blk, 0) / tl.sum(l_blk, 0)
     b, h = pid_bh // H, pid_bh % H
-    o = out_ptr + b.to(tl.int64) * s_ob + offs_m[:, None].to(tl.int64) * s_ot + h * s_oh + d[None, :]
-    tl.store(o, (acc / l_sum[:, None]).to(out_ptr.dtype.element_ty), mask=m_ok[:, None])
+    o = out_ptr + b.to(tl.int64) * s_ob + row.to(tl.int64) * s_ot + h * s_oh + d
+    tl.store(o, acc.to(out_ptr.dtype.element_ty))
 
 
 def _num_sms(device) -> int:
@@ -244,11 +249,11 @@ def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
         tq, k_new.shape[1] if has_new else 0, h, max_pages, pages_per_split, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         kn.stride(0), kn.stride(1), kn.stride(2),
-        D=d, S=page_size, BLOCK_M=block_m, BLOCK_N=block_n, HAS_NEW=has_new, SPLITS=splits,
+        D=d, S=page_size, BLOCK_M=block_m, BLOCK_N=block_n, HAS_NEW=has_new, SPLIT=splits > 1,
         num_warps=warps, num_stages=stages,
     )
     if splits > 1:
-        combine_splits_kernel[(triton.cdiv(tq, 16), b * h)](
+        combine_splits_kernel[(tq, b * h)](
             ws_m, ws_l, ws_acc, out, tq, h, b * h, splits, out.stride(0), out.stride(1), out.stride(2),
-            D=d, BLOCK_M=16)
+            D=d, SPLIT_BLOCK=min(32, triton.next_power_of_2(splits)), num_warps=4)
     return out
