@@ -2,7 +2,12 @@
 
     eager_bf16       the block as written, bf16
     compiled_bf16    torch.compile(block) (Inductor), bf16: the baseline the issue names
-    nvfp4            nvfp4.compile(block) on the Triton backend (non-GEMM ops run as captured, eager)
+    nvfp4_captured   nvfp4.compile(block, inductor=False) on the Triton backend: the non-GEMM ops
+                     run as captured, one eager kernel each
+    nvfp4            nvfp4.compile(block) on the Triton backend, the rewritten graph handed to
+                     Inductor (non-GEMM ops fused, NVFP4 ops as extern kernels)
+    *_graphs         the same replayed as CUDA graphs: torch.compile(mode="reduce-overhead") for
+                     bf16, nvfp4.compile(..., cuda_graphs=True) for NVFP4
 
     python benchmarks/bench_block.py [--model wan-1.3b] [--json out.json]
 """
@@ -19,8 +24,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import WORKLOADS, bench_ms, finish, print_table  # noqa: E402
 
 
-def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
-    import nvfp4_compiler as nvfp4
+def block_and_inputs(model: str) -> tuple[torch.nn.Module, tuple]:
+    """One bf16 ``DiTBlock`` of ``model`` on the GPU and its inputs at a full chunk."""
     from nvfp4_compiler.models import get_config
     from nvfp4_compiler.models.wan import DiTBlock, rope_3d_angles
 
@@ -33,28 +38,46 @@ def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
     text = torch.randn(1, cfg.text_tokens, cfg.dim, device="cuda", dtype=torch.bfloat16)
     frames = torch.arange(cfg.chunk_frames, device="cuda")
     angles = rope_3d_angles(frames, cfg.latent_height // 2, cfg.latent_width // 2, cfg.head_dim)
-    args = (x, time_mod, text, angles)
+    return block, (x, time_mod, text, angles)
 
-    compiled_bf16 = torch.compile(block)
-    quantized = nvfp4.compile(block, backend="triton")
+
+def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
+    import nvfp4_compiler as nvfp4
+
+    block, args = block_and_inputs(model)
+    tokens = args[0].shape[1]
+    variants = {  # name -> callable; each compiled once, checked, then timed in the same run
+        "eager_bf16": block,
+        "compiled_bf16": torch.compile(block),
+        "compiled_bf16_graphs": torch.compile(block, mode="reduce-overhead"),
+        "nvfp4_captured": nvfp4.compile(block, backend="triton", inductor=False),
+        "nvfp4": nvfp4.compile(block, backend="triton", inductor=True),
+        "nvfp4_graphs": nvfp4.compile(block, backend="triton", inductor=True, cuda_graphs=True),
+    }
     with torch.no_grad():
-        ref = block(*args)
-        out = quantized(*args)
-        compiled_bf16(*args)
-        rel = float((out.float() - ref.float()).norm() / ref.float().norm())
-        times = {
-            "eager_bf16": bench_ms(lambda i: block(*args)),
-            "compiled_bf16": bench_ms(lambda i: compiled_bf16(*args)),
-            "nvfp4": bench_ms(lambda i: quantized(*args)),
-        }
-    before, after = quantized.report().weight_bytes()
+        ref = block(*args).float()
+        rel = {}
+        for name, fn in variants.items():
+            for _ in range(3):  # CUDA-graph variants record on a later call than the first
+                out = fn(*args).float()
+            rel[name] = float((out - ref).norm() / ref.norm())
+        times = {name: bench_ms(lambda i, fn=fn: fn(*args)) for name, fn in variants.items()}
+    report = variants["nvfp4"].report()
+    before, after = report.weight_bytes()
     result = {"model": model, "tokens": tokens, "ms": times, "rel_err_vs_bf16": rel,
+              "inductor": report.inductor + variants["nvfp4_graphs"].report().inductor,
               "speedup_vs_compiled_bf16": times["compiled_bf16"] / times["nvfp4"],
+              "graphs_speedup_vs_compiled_bf16_graphs": times["compiled_bf16_graphs"] / times["nvfp4_graphs"],
+              "captured_speedup_vs_compiled_bf16": times["compiled_bf16"] / times["nvfp4_captured"],
               "weight_bytes_bf16": before, "weight_bytes_nvfp4": after, "weight_ratio": before / after}
     print_table(f"{model} block forward, {tokens} tokens (ms, median)",
-                ["eager bf16", "torch.compile bf16", "NVFP4", "x compiled bf16", "weights bf16/NVFP4", "rel err"],
-                [[times["eager_bf16"], times["compiled_bf16"], times["nvfp4"], result["speedup_vs_compiled_bf16"],
-                  result["weight_ratio"], rel]])
+                ["eager bf16", "compile bf16", "compile bf16 + CUDA graphs", "NVFP4 as captured",
+                 "NVFP4 + Inductor", "NVFP4 + Inductor + CUDA graphs", "x compile bf16 (both without / with graphs)",
+                 "weights bf16/NVFP4", "rel err NVFP4"],
+                [[times["eager_bf16"], times["compiled_bf16"], times["compiled_bf16_graphs"], times["nvfp4_captured"],
+                  times["nvfp4"], times["nvfp4_graphs"],
+                  f"{result['speedup_vs_compiled_bf16']:.3f} / {result['graphs_speedup_vs_compiled_bf16_graphs']:.3f}",
+                  result["weight_ratio"], rel["nvfp4"]]])
     return finish(json_path, [result])
 
 

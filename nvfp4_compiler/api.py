@@ -101,7 +101,7 @@ def report(compiled: NVFP4Module) -> Report:
     attention = latest_per_name((a for g in graphs for a in g.context.attention_sites),
                                 key=lambda a: (a.k_buffer or a.node, a.graph_id if not a.k_buffer else 0))
     return Report(sites, boundaries, distinct_graphs, len(graphs), uncaptured, eager, _config_fields(compiled.config),
-                  attention)
+                  attention, [g.context.inductor for g in graphs])
 
 
 def calibrate(compiled: NVFP4Module, batches: Iterable, *, progress: bool = True) -> dict[str, float]:

@@ -14,6 +14,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from . import inductor
 from .config import Config
 from .passes.base import CompileContext, parameter_name_from_source
 from .pipeline import run_pipeline
@@ -53,7 +54,13 @@ class NVFP4Backend:
         ctx = CompileContext(self.config, len(self.graphs), param_names, params, self.num_blocks, self.weight_cache)
         gm = run_pipeline(gm, ctx)
         self.graphs.append(CapturedGraph(gm, ctx))
-        return GraphRunner(gm, ctx, _weight_slots(gm, arg_index, ctx), self.weight_cache, self.param_names, self)
+        runner = GraphRunner(gm, ctx, _weight_slots(gm, arg_index, ctx), self.weight_cache, self.param_names, self)
+        use, ctx.inductor = inductor.should_compile(gm, self.config.inductor, example_inputs)
+        if use:
+            runner.bind_slots(example_inputs)  # the lifted weight inputs Inductor sees
+            runner.compiled, runner.lifted, ctx.inductor = inductor.compile_graph(gm, example_inputs,
+                                                                                   self.config.cuda_graphs)
+        return runner
 
 
 def _source_parameter_name(node: fx.Node) -> str | None:

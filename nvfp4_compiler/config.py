@@ -45,6 +45,14 @@ class Config:
         kv_cache: move attention K/V caches the model keeps (slice writes into a buffer, read
             back by the attention) into paged NVFP4 storage (the ``nvfp4_kv_cache`` pass).
         kv_page_size: tokens per page of that storage (a power of two >= 16 runs the Triton kernel).
+        inductor: hand each rewritten inference graph to Inductor, so the ops around the NVFP4
+            GEMMs (norms, modulation, RoPE, attention) are fused as under ``torch.compile``;
+            ``None`` (default) does so for graphs on CUDA, ``True`` on any device, ``False`` never.
+            Graphs that train or use the NVFP4 KV cache run as captured either way.
+        cuda_graphs: with Inductor on, replay each graph as CUDA graphs (as
+            ``torch.compile(mode="reduce-overhead")``): removes the host cost of launching the
+            NVFP4 kernels from Python on every call. Outputs then live in graph-owned memory that
+            the next call overwrites (clone what you keep), as with ``reduce-overhead``.
     """
 
     include: tuple[str, ...] = ("*",)
@@ -63,6 +71,8 @@ class Config:
     stochastic_gradients: bool = True
     kv_cache: bool = True
     kv_page_size: int = 64
+    inductor: bool | None = None
+    cuda_graphs: bool = False
     _block_regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +87,10 @@ class Config:
                 raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
         if not isinstance(self.kv_page_size, int) or isinstance(self.kv_page_size, bool) or self.kv_page_size < 1:
             raise ValueError(f"kv_page_size: expected a positive int, got {self.kv_page_size!r}")
+        if self.inductor not in (None, True, False):
+            raise ValueError(f"inductor: expected None, True or False, got {self.inductor!r}")
+        if self.cuda_graphs and self.inductor is False:
+            raise ValueError("cuda_graphs: needs Inductor (Config.inductor None or True), got inductor=False")
         if self.activation_scales not in ACTIVATION_SCALE_MODES:
             raise ValueError(f"activation_scales: expected one of {ACTIVATION_SCALE_MODES}, got {self.activation_scales!r}")
         if self.recipe not in RECIPES:

@@ -30,6 +30,7 @@ class Report:
     eager_linears: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     attention: list[AttentionSite] = field(default_factory=list)  # what nvfp4_kv_cache did to each call
+    inductor: list[str] = field(default_factory=list)  # per compilation: did Inductor fuse the other ops
 
     @property
     def quantized(self) -> list[GemmSite]:
@@ -59,12 +60,14 @@ class Report:
                 "boundary_bytes": sum(b.nbytes for b in self.boundaries),
                 "attention_calls": len(self.attention),
                 "attention_kv_converted": sum(a.converted for a in self.attention),
+                "inductor_graphs": sum(n.startswith("on") for n in self.inductor),
             },
             "gemms": [{**asdict(g), "dtype": str(g.dtype)} for g in self.gemms],
             "boundaries": [asdict(b) for b in self.boundaries],
             "uncaptured_linears": list(self.uncaptured_linears),
             "eager_linears": list(self.eager_linears),
             "attention": [asdict(a) for a in self.attention],
+            "inductor": list(self.inductor),
             "config": self.config,
         }
 
@@ -88,6 +91,10 @@ class Report:
             gemms.add_row(g.name, f"{g.m} x {g.k} x {g.n}", status, detail or "-", g.input_scale or "-",
                           g.backend or "-", f"{_mib(g.weight_bytes_before)} -> {_mib(g.weight_bytes_after)}")
         yield gemms
+        if self.inductor:
+            notes = sorted(set(self.inductor), key=self.inductor.index)
+            yield (f"Other ops (norms, attention, ...): Inductor-compiled in {sum(n.startswith('on') for n in self.inductor)} of "
+                   f"{len(self.inductor)} compilation(s)" + "".join(f"; {n}" for n in notes if n != "on"))
         bounds = Table(title="Envelope boundaries (NVFP4 GEMM outputs read outside the envelope)")
         for col in ["producer", "read by", "bytes", "dtype"]:
             bounds.add_column(col)

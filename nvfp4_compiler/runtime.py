@@ -58,22 +58,31 @@ class GraphRunner:
                  param_names: dict[int, str], backend):
         self.gm, self.ctx, self.slots, self.cache = gm, ctx, slots, cache
         self.param_names, self.backend = param_names, backend
-        self.bound: tuple[int, ...] | None = None
         self.seen_weight_sets: set[tuple[int, ...]] = set()
+        # Set when Inductor compiled the graph (inductor.compile_graph): it takes the graph's
+        # inputs followed by the current values of the ``lifted`` attributes of ``gm``.
+        self.compiled = None
+        self.lifted: list[str] = []
 
     def __call__(self, *args):
         ids = tuple(id(args[s.arg_index]) for s in self.slots)
-        for slot in self.slots:
-            q = self.cache.get(args[slot.arg_index])
-            setattr(self.gm, f"{slot.prefix}_data", q.data)
-            setattr(self.gm, f"{slot.prefix}_scale", q.scale)
-            setattr(self.gm, f"{slot.prefix}_global_scale", q.global_scale)
+        self.bind_slots(args)
         if ids not in self.seen_weight_sets:
             self.seen_weight_sets.add(ids)
             self._record_reuse(args)
         if self.backend.calibrating:
             return run_observing(self.gm, args)
+        if self.compiled is not None:
+            return self.compiled(*args, *(getattr(self.gm, name) for name in self.lifted))
         return self.gm.forward(*args)
+
+    def bind_slots(self, args) -> None:
+        """Point every weight slot at the NVFP4 copy of the parameter passed in its position."""
+        for slot in self.slots:
+            q = self.cache.get(args[slot.arg_index])
+            setattr(self.gm, f"{slot.prefix}_data", q.data)
+            setattr(self.gm, f"{slot.prefix}_scale", q.scale)
+            setattr(self.gm, f"{slot.prefix}_global_scale", q.global_scale)
 
     def _record_reuse(self, args) -> None:
         """The graph now runs with other modules' weights: report those modules' GEMMs too."""

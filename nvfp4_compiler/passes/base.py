@@ -81,6 +81,7 @@ class CompileContext:
     boundaries: list[Boundary] = field(default_factory=list)
     site_of_node: dict[str, GemmSite] = field(default_factory=dict)  # GEMM node name -> site
     attention_sites: list[AttentionSite] = field(default_factory=list)
+    inductor: str = "off"                # whether Inductor compiled the graph's other ops, and why not
 
 
 LINEAR_TARGETS = (torch._C._nn.linear, torch.nn.functional.linear, torch.ops.aten.linear.default)

@@ -1,0 +1,112 @@
+"""Handing a rewritten graph to Inductor, so the ops around the NVFP4 GEMMs are fused too.
+
+After the passes, a graph holds ``nvfp4::*`` custom ops (opaque to Inductor: it calls them as
+extern kernels through their real implementation, shaped by their fake one) and everything
+else the model does: norms, modulation, RoPE, attention. Run as captured, those run eagerly, one
+kernel per op, while a bf16 baseline under ``torch.compile`` gets them fused. Inductor fuses them
+here as well.
+
+The weight slots of :class:`~nvfp4_compiler.runtime.GraphRunner` are get_attr buffers that the
+runner re-points on every call (one graph serves every block with the same code). Inductor would
+bake the buffers it saw at compile time into the compiled function, so they are first lifted into
+trailing graph inputs, and the runner passes their current values on each call.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import torch.fx as fx
+
+# Graphs calling Python functions of this package (training's autograd.Function, the KV cache
+# runtime) are not inference graphs of pure ops: AOTAutograd would trace into those functions.
+_PACKAGE = __name__.rsplit(".", 1)[0]
+
+
+def should_compile(gm: fx.GraphModule, setting: bool | None, example_inputs) -> tuple[bool, str]:
+    """Whether Inductor compiles the graph's non-NVFP4 ops, and why (for the report).
+
+    ``setting`` is ``Config.inductor``: True, False, or None (on for graphs on a CUDA device).
+    """
+    if setting is False:
+        return False, "off (Config.inductor=False)"
+    python_calls = sorted({_qualname(n.target) for n in gm.graph.nodes
+                           if n.op == "call_function" and _defined_in_package(n.target)})
+    if python_calls:
+        return False, f"off: the graph calls {', '.join(python_calls)} (training or KV-cache runtime)"
+    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in example_inputs):
+        return False, "off: captured with inputs that require grad (run inference under torch.no_grad())"
+    if setting is None and not _on_cuda(example_inputs):
+        return False, "off (Config.inductor=None compiles CUDA graphs only)"
+    return True, "on"
+
+
+def lift_attributes(gm: fx.GraphModule) -> list[str]:
+    """Turn every tensor get_attr node into a graph input after the existing ones.
+
+    Returns the attribute names in the order of the new inputs. The graph then computes the same
+    function of ``(*inputs, *(getattr(gm, name) for name in names))``.
+    """
+    graph = gm.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    names: list[str] = []
+    for node in [n for n in graph.nodes if n.op == "get_attr"]:
+        value = getattr(gm, node.target)
+        if not isinstance(value, torch.Tensor):
+            continue
+        anchor = placeholders[-1] if placeholders else next(iter(graph.nodes))
+        insert = graph.inserting_after(anchor) if placeholders else graph.inserting_before(anchor)
+        with insert:
+            lifted = graph.placeholder(f"lifted_{node.target}")
+        lifted.meta.update(node.meta)
+        node.replace_all_uses_with(lifted)
+        graph.erase_node(node)
+        placeholders.append(lifted)
+        names.append(node.target)
+    graph.lint()
+    gm.recompile()
+    return names
+
+
+def compile_graph(gm: fx.GraphModule, example_inputs, cuda_graphs: bool = False) -> tuple[object | None, list[str], str]:
+    """Inductor-compile a copy of ``gm`` with its tensor attributes lifted to inputs; with
+    ``cuda_graphs``, Inductor replays the whole graph as CUDA graphs (``mode="reduce-overhead"``):
+    the per-op host cost of the NVFP4 ops' Python launchers is paid once, at capture.
+
+    Returns (compiled callable or None, lifted attribute names, note). On an Inductor failure the
+    graph keeps running as captured, and the note (shown in the report) says why.
+    """
+    from torch._inductor.compile_fx import compile_fx
+
+    lifted_gm = fx.GraphModule(gm, _copy_graph(gm.graph))  # shares gm's tensors, copies none
+    names = lift_attributes(lifted_gm)
+    inputs = [*example_inputs, *(getattr(gm, name) for name in names)]
+    try:
+        patches = {"triton.cudagraphs": True} if cuda_graphs else {}
+        return compile_fx(lifted_gm, inputs, config_patches=patches), names, "on" + (" (CUDA graphs)" if cuda_graphs else "")
+    except Exception as err:  # Inductor raises many types; any of them means "run as captured"
+        note = f"off: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        warnings.warn(f"nvfp4: {note}; the graph runs as captured", stacklevel=2)
+        return None, [], note
+
+
+def _copy_graph(graph: fx.Graph) -> fx.Graph:
+    new = fx.Graph()
+    output = new.graph_copy(graph, {})
+    new.output(output)
+    return new
+
+
+def _defined_in_package(target) -> bool:
+    module = getattr(target, "__module__", "") or ""
+    return module.startswith(_PACKAGE)
+
+
+def _qualname(target) -> str:
+    return getattr(target, "__qualname__", str(target))
+
+
+def _on_cuda(example_inputs) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.is_cuda for t in example_inputs)
+
