@@ -57,6 +57,19 @@ def bench_graph_ms(fn, rotations: int = 1, replays: int = 20) -> float:
     return float(ms) / (replays * rotations)
 
 
+def gpu_kernel_ms(fn, calls: int = 3) -> float:
+    """Milliseconds of GPU kernel time per call of ``fn`` (torch.profiler, summed over kernels): the
+    time a call costs once host launch overhead is hidden (CUDA graphs, or a faster host)."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.device_time for e in kernels) / 1e3 / calls
+
+
 def rotations_for(bytes_per_set: int, target_bytes: int = 256 * 2**20, cap: int = 32) -> int:
     """How many copies of the inputs to cycle through so they cannot stay in L2 (50 MB on H100)."""
     return max(1, min(cap, -(-target_bytes // max(bytes_per_set, 1))))

@@ -42,6 +42,9 @@ class Config:
         weight_tiles_2d, rht_wgrad, stochastic_gradients: the recipe's switches (16x16 weight
             tiles; random Hadamard transform on the wgrad operands; stochastic rounding of
             gradients), all on by default as in NVIDIA's recipe.
+        recompute_activations: in training graphs, fold an activation that follows a linear
+            (GELU, SiLU, ReLU) into it and recompute its input in backward from the NVFP4 operands
+            (one more forward GEMM) instead of saving it: the FFN's wide hidden tensor is not kept.
         kv_cache: move attention K/V caches the model keeps (slice writes into a buffer, read
             back by the attention) into paged NVFP4 storage (the ``nvfp4_kv_cache`` pass).
         kv_page_size: tokens per page of that storage (a power of two >= 16 runs the Triton kernel).
@@ -69,6 +72,7 @@ class Config:
     weight_tiles_2d: bool = True
     rht_wgrad: bool = True
     stochastic_gradients: bool = True
+    recompute_activations: bool = True
     kv_cache: bool = True
     kv_page_size: int = 64
     inductor: bool | None = None

@@ -4,7 +4,9 @@ After the passes, a graph holds ``nvfp4::*`` custom ops (opaque to Inductor: it 
 extern kernels through their real implementation, shaped by their fake one) and everything
 else the model does: norms, modulation, RoPE, attention. Run as captured, those run eagerly, one
 kernel per op, while a bf16 baseline under ``torch.compile`` gets them fused. Inductor fuses them
-here as well.
+here as well. Training graphs hold ``nvfp4::linear_train``, whose registered autograd formula
+AOTAutograd traces into the backward graph; Inductor's partitioner then also chooses what the
+forward saves (the NVFP4 x^T of each linear, and what is cheaper to keep than to recompute).
 
 The weight slots of :class:`~nvfp4_compiler.runtime.GraphRunner` are get_attr buffers that the
 runner re-points on every call (one graph serves every block with the same code). Inductor would
@@ -19,8 +21,8 @@ import warnings
 import torch
 import torch.fx as fx
 
-# Graphs calling Python functions of this package (training's autograd.Function, the KV cache
-# runtime) are not inference graphs of pure ops: AOTAutograd would trace into those functions.
+# Graphs calling Python functions of this package (the KV cache runtime, which appends to a
+# cache object) are not graphs of pure ops: AOTAutograd would trace into those functions.
 _PACKAGE = __name__.rsplit(".", 1)[0]
 
 
@@ -34,9 +36,7 @@ def should_compile(gm: fx.GraphModule, setting: bool | None, example_inputs) -> 
     python_calls = sorted({_qualname(n.target) for n in gm.graph.nodes
                            if n.op == "call_function" and _defined_in_package(n.target)})
     if python_calls:
-        return False, f"off: the graph calls {', '.join(python_calls)} (training or KV-cache runtime)"
-    if torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in example_inputs):
-        return False, "off: captured with inputs that require grad (run inference under torch.no_grad())"
+        return False, f"off: the graph calls {', '.join(python_calls)} (KV-cache runtime)"
     if setting is None and not _on_cuda(example_inputs):
         return False, "off (Config.inductor=None compiles CUDA graphs only)"
     return True, "on"

@@ -59,11 +59,6 @@ class Recipe:
 NVFP4_RECIPE = Recipe()
 
 
-def _pad_rows(x: torch.Tensor, multiple: int = 16) -> torch.Tensor:
-    rows = x.shape[0]
-    pad = (-rows) % multiple
-    return torch.nn.functional.pad(x, (0, 0, 0, pad)) if pad else x
-
 
 def _seed() -> int:
     return int(torch.randint(0, 2**62, (1,)).item())
@@ -76,8 +71,9 @@ def _quantize(backend, t: torch.Tensor, block=(1, 16), rht=False, stochastic=Fal
 
 
 def _quantize_along_tokens(backend, t: torch.Tensor, recipe: Recipe, stochastic: bool) -> NVFP4Tensor:
-    """t [M, C] -> NVFP4 of t^T [C, M'] with blocks along M (M' = M padded to 16), the wgrad layout."""
-    return _quantize(backend, _pad_rows(t).T.contiguous(), rht=recipe.rht_wgrad, stochastic=stochastic)
+    """t [M, C] -> NVFP4 of t^T [C, M] with blocks along M (data [C, M'/2], M' = M padded to 16
+    with zeros, as quantization pads), the wgrad layout. The transposed view is read in place."""
+    return _quantize(backend, t.T, rht=recipe.rht_wgrad, stochastic=stochastic)
 
 
 def _weight_operands(backend, weight: torch.Tensor, recipe: Recipe) -> tuple[NVFP4Tensor, NVFP4Tensor]:
@@ -97,6 +93,27 @@ def _gemm_nt(backend, a: NVFP4Tensor, b: NVFP4Tensor, out_dtype: torch.dtype,
     return y
 
 
+def fprop(backend, x2: torch.Tensor, wq: NVFP4Tensor, bias: torch.Tensor | None,
+          recipe: Recipe) -> tuple[torch.Tensor, NVFP4Tensor, NVFP4Tensor]:
+    """(y [M, N], x in NVFP4, x^T in NVFP4): the forward GEMM, its activation operand (what a
+    recompute of y needs) and the wgrad operand backward keeps instead of x."""
+    xq = _quantize(backend, x2)
+    y = _gemm_nt(backend, xq, wq, x2.dtype, bias)
+    return y, xq, _quantize_along_tokens(backend, x2, recipe, stochastic=False)
+
+
+def backprop(backend, dy2: torch.Tensor, wq_t: NVFP4Tensor, xt: NVFP4Tensor, k: int, weight_dtype: torch.dtype,
+             has_bias: bool, recipe: Recipe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(dx [M, K], dW [N, K], db [N] or None) from dy [M, N]: dgrad, wgrad and the bias sum.
+    Stochastic draws happen in this order: dy for dgrad, then dy^T for wgrad."""
+    sr = recipe.stochastic_gradients
+    dx = _gemm_nt(backend, _quantize(backend, dy2, stochastic=sr), wq_t, dy2.dtype)[:, :k]
+    dyt = _quantize_along_tokens(backend, dy2, recipe, stochastic=sr)
+    dw = _gemm_nt(backend, dyt, xt, weight_dtype)
+    db = dy2.float().sum(0).to(dy2.dtype) if has_bias else None
+    return dx, dw, db
+
+
 class NVFP4Linear(torch.autograd.Function):
     """``y = x W^T + b`` with fprop, dgrad and wgrad in NVFP4 (see the module docstring)."""
 
@@ -112,8 +129,7 @@ class NVFP4Linear(torch.autograd.Function):
             return y.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
         backend = recipe.backend(x2)
         wq, wq_t = _weight_operands(backend, weight, recipe)
-        y = _gemm_nt(backend, _quantize(backend, x2), wq, x.dtype, bias)
-        xt = _quantize_along_tokens(backend, x2, recipe, stochastic=False)  # the wgrad operand, saved in NVFP4
+        y, _, xt = fprop(backend, x2, wq, bias, recipe)
         ctx.saved_nvfp4 = (wq_t, xt)
         ctx.recipe, ctx.backend, ctx.x_shape, ctx.has_bias = recipe, backend, x.shape, bias is not None
         ctx.k, ctx.weight_dtype = weight.shape[1], weight.dtype
@@ -131,11 +147,7 @@ class NVFP4Linear(torch.autograd.Function):
             dx = dx.to(dy.dtype).reshape(ctx.x_shape)
             return dx, dw.to(dy.dtype), None if db is None else db.to(dy.dtype), None
         wq_t, xt = ctx.saved_nvfp4
-        backend, sr = ctx.backend, recipe.stochastic_gradients
-        dx = _gemm_nt(backend, _quantize(backend, dy2, stochastic=sr), wq_t, dy.dtype)[:, : ctx.k]
-        dyt = _quantize_along_tokens(backend, dy2, recipe, stochastic=sr)
-        dw = _gemm_nt(backend, dyt, xt, ctx.weight_dtype)
-        db = dy2.float().sum(0).to(dy.dtype) if ctx.has_bias else None
+        dx, dw, db = backprop(ctx.backend, dy2, wq_t, xt, ctx.k, ctx.weight_dtype, ctx.has_bias, recipe)
         return dx.reshape(ctx.x_shape), dw, db, None
 
 
@@ -150,10 +162,3 @@ def saved_activation_bytes(rows: int, k: int) -> tuple[int, int]:
     padded = -(-rows // 16) * 16
     return 2 * rows * k, k * padded // 2 + k * padded // 16 + 4
 
-
-def nvfp4_linear_switches(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                          weight_tiles_2d: bool, rht_wgrad: bool, stochastic_gradients: bool,
-                          kernels: str = "auto") -> torch.Tensor:
-    """:func:`nvfp4_linear` with the recipe's switches as plain arguments (what an FX graph can hold)."""
-    recipe = Recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, kernels=kernels)
-    return NVFP4Linear.apply(x, weight, bias, recipe)

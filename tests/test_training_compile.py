@@ -1,11 +1,14 @@
 """Training through nvfp4.compile: the rewritten graph trains with the recipe, and the loss falls."""
 
+import copy
+
 import torch
 from torch import nn
 
 import nvfp4_compiler as nvfp4
 from nvfp4_compiler.models import build_model, example_inputs
 from nvfp4_compiler.training import nvfp4_linear
+from saved_bytes import saved_activation_bytes
 
 
 def test_compiled_layer_gradients_equal_the_recipe():
@@ -67,3 +70,28 @@ def test_tiny_model_trains_in_both_arms():
     assert before == before_bf16  # same seed, same start
     assert not baseline.report().quantized
     assert after_nvfp4 < 0.7 * before and after_bf16 < 0.7 * before
+
+
+def test_folded_activation_is_recomputed_bit_for_bit_and_not_saved():
+    """GELU folded into the FFN's first linear: backward recomputes its input from the NVFP4
+    operands. Same gradients as keeping it (stochastic rounding off, so the draws cannot differ),
+    fewer bytes kept for backward."""
+    model = build_model("tiny", seed=0).train()
+    inputs = example_inputs(model.cfg)
+    runs = {}
+    for recompute in (False, True):
+        torch._dynamo.reset()
+        twin = copy.deepcopy(model)
+        trained = nvfp4.compile(twin, recompute_activations=recompute, stochastic_gradients=False)
+        trained(*inputs).square().mean().backward()
+        grads = [p.grad.clone() for p in twin.parameters()]
+        twin.zero_grad()
+        runs[recompute] = grads, saved_activation_bytes(trained, inputs, twin.parameters()), trained.report()
+    (kept, kept_bytes, _), (recomputed, recomputed_bytes, report) = runs[False], runs[True]
+    for a, b in zip(kept, recomputed):
+        assert torch.equal(a, b)
+    folded = {g.name for g in report.quantized if any("recomputed" in e for e in g.epilogue)}
+    assert {f"blocks.{i}.ffn.up" for i in range(model.cfg.num_layers)} <= folded
+    # what is no longer kept: at least each block's [tokens, ffn_dim] fp32 GELU input, less its NVFP4 x
+    cfg = model.cfg
+    assert kept_bytes - recomputed_bytes > 0.5 * cfg.num_layers * cfg.chunk_tokens * cfg.ffn_dim * 4

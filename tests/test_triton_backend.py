@@ -80,10 +80,16 @@ def test_quantize_edge_cases_bit_identical():
 
 @pytest.mark.parametrize("shape", [(3, 20), (17, 64), (40, 130)] + ([(1024, 4096), (1536, 4680)] if ON_GPU else []))
 @pytest.mark.parametrize("rht,seed", [(True, None), (False, 12345), (True, 2**63 + 99)])
-def test_quantize_training_operands_bit_identical(shape, rht, seed):
+@pytest.mark.parametrize("transposed", [False, True])
+def test_quantize_training_operands_bit_identical(shape, rht, seed, transposed):
     """The recipe's wgrad/dgrad operands: RHT (butterfly order) and stochastic rounding (the
-    reference's counter-hash draws) give the reference's bytes on both backends."""
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(3)).to(DEVICE, torch.bfloat16)
+    reference's counter-hash draws) give the reference's bytes on both backends. ``transposed``:
+    x is a transposed view (how the wgrad operands x^T and dy^T are read, no copy), with K (the
+    token count) not a multiple of 16, so the zero padding enters the RHT."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(shape[::-1] if transposed else shape, generator=gen).to(DEVICE, torch.bfloat16)
+    x = x.T if transposed else x
+    assert x.shape == shape and x.is_contiguous() != transposed
     _assert_same_as_reference(x, rht=rht, seed=seed)
 
 

@@ -51,7 +51,7 @@ def _gemm_of(out: fx.Node) -> fx.Node | None:
     return None
 
 
-def _activation_name(node: fx.Node) -> str | None:
+def activation_name(node: fx.Node) -> str | None:
     if not is_call(node, tuple(ACTIVATION_TARGETS)):
         return None
     name = ACTIVATION_TARGETS[node.target]
@@ -86,7 +86,7 @@ def _replace(node: fx.Node, out: fx.Node) -> None:
 
 def _fold_activation(gemm: fx.Node, out: fx.Node) -> str | None:
     user = only_user(out)
-    name = _activation_name(user) if user is not None else None
+    name = activation_name(user) if user is not None else None
     if name is None or gemm.args[ACT] != "none" or gemm.args[GATE] is not None or gemm.args[RESIDUAL] is not None:
         return None
     _set(gemm, ACT, name)

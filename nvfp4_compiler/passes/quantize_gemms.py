@@ -31,6 +31,7 @@ from .base import (
     example_value,
     getitem,
     is_call,
+    only_user,
 )
 
 UNLOWERED = "reference"  # backend until `lower` chooses one
@@ -133,15 +134,25 @@ def quantize_gemms(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
 
 
 def _rewrite_for_training(graph: fx.Graph, node: fx.Node, x, w, b, ctx: CompileContext, site: GemmSite) -> None:
-    """linear(x, W, b) -> training.nvfp4_linear_switches(x, W, b, switches): NVFP4 fprop, dgrad, wgrad."""
-    from ..training import nvfp4_linear_switches
+    """linear(x, W, b) [-> act] -> nvfp4.linear_train(x, W, b, act, switches)[0]: NVFP4 fprop, dgrad,
+    wgrad. An activation that is the linear's only user is folded in (Config.recompute_activations),
+    so backward recomputes its input from the NVFP4 operands instead of autograd keeping it."""
+    from ..training_ops import LINEAR_TRAIN
+    from .fuse_epilogues import activation_name
 
     recipe = ctx.config.training_recipe()
+    user = only_user(node)
+    activation = activation_name(user) if user is not None and ctx.config.recompute_activations else None
+    replaced = user if activation else node
     with graph.inserting_before(node):
-        new = graph.call_function(nvfp4_linear_switches, (x, w, b, recipe.weight_tiles_2d, recipe.rht_wgrad,
-                                                          recipe.stochastic_gradients, recipe.kernels))
-    copy_meta_value(new, example_value(node))
-    node.replace_all_uses_with(new)
+        train = graph.call_function(LINEAR_TRAIN, (x, w, b, activation or "none", recipe.weight_tiles_2d,
+                                                   recipe.rht_wgrad, recipe.stochastic_gradients, recipe.kernels))
+        new = getitem(graph, train, 0)
+    copy_meta_value(new, example_value(replaced))
+    replaced.replace_all_uses_with(new)
+    if activation:
+        graph.erase_node(user)
+        site.epilogue.append(f"{activation} (its input recomputed in backward, not saved)")
     graph.erase_node(node)
     wv = example_value(w)
     site.quantized, site.input_scale = True, "dynamic"

@@ -1,7 +1,8 @@
 """Triton NVFP4 quantization: one read of the input when the amax is known, two when not.
 
 Operands (R rows = all leading dims, K the last dim, Kp = K rounded up to 16):
-    x       [R, K]      fp32 / bf16 / fp16, row stride given (last dim contiguous)
+    x       [R, K]      fp32 / bf16 / fp16, any strides: row-major, or a transposed view (the
+                        wgrad operands quantize x^T along tokens without a transposed copy)
     amax    [1]         fp32: given (static or from the producing GEMM) or reduced by `amax_kernel`
     data    [R, Kp/2]   uint8   two E2M1 codes per byte, element 2i in the low nibble
     scale   [R, Kp/16]  uint8   E4M3 bit patterns (viewed as float8_e4m3fn by the caller)
@@ -22,13 +23,14 @@ from .numerics import (FLT_MAX, R6, e2m1_encode, e2m1_encode_stochastic, encode_
 
 
 @triton.jit
-def amax_kernel(x_ptr, amax_ptr, R, K, stride_r, RHT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+def amax_kernel(x_ptr, amax_ptr, R, K, stride_r, stride_k, RHT: tl.constexpr, BLOCK_R: tl.constexpr,
+                BLOCK_K: tl.constexpr):
     """amax_ptr[0] = max(amax_ptr[0], max |x|) over this program's tile (amax_ptr starts at 0);
     with RHT, of the transformed x."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)
     mask = (rows[:, None] < R) & (cols[None, :] < K)
-    x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :] * stride_k, mask=mask, other=0.0).to(tl.float32)
     if RHT:
         x = tl.reshape(rht16(tl.reshape(x, (BLOCK_R, BLOCK_K // 16, 16)), BLOCK_R, BLOCK_K // 16), (BLOCK_R, BLOCK_K))
     tl.atomic_max(amax_ptr, tl.max(tl.max(tl.abs(x), axis=1), axis=0))
@@ -47,11 +49,11 @@ def _prune(configs, named_args, **kwargs):
     return kept or [triton.Config({"BLOCK_R": 16, "BLOCK_K": 16 * triton.next_power_of_2(kp // 16)}, num_warps=4)]
 
 
-@triton.autotune(configs=_configs(), key=["R", "K", "TILE_ROWS", "RHT", "STOCHASTIC"],
+@triton.autotune(configs=_configs(), key=["R", "K", "stride_k", "TILE_ROWS", "RHT", "STOCHASTIC"],
                  prune_configs_by={"early_config_prune": _prune})
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi"])  # seeds 0 and 1 would otherwise become constants
 def quantize_kernel(
-    x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r, seed_lo, seed_hi,
+    x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r, stride_k, seed_lo, seed_hi,
     TILE_ROWS: tl.constexpr, RHT: tl.constexpr, STOCHASTIC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
@@ -59,7 +61,8 @@ def quantize_kernel(
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     # Padding columns (K..Kp) load as zeros, as the spec pads.
-    x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :],
+    # A stride equal to 1 is specialized by Triton, so either layout loads coalesced along it.
+    x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :] * stride_k,
                 mask=(rows[:, None] < R) & (cols[None, :] < K), other=0.0).to(tl.float32)
 
     s_enc = encode_scale(tl.load(amax_ptr))
@@ -100,8 +103,9 @@ def quantize_kernel(
 
 
 def _as_rows(x: torch.Tensor) -> torch.Tensor:
+    """x as [R, K] without a copy when it is row-major or a transposed 2-D view."""
     x2 = x.reshape(-1, x.shape[-1])
-    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+    return x2 if 1 in x2.stride() else x2.contiguous()
 
 
 def tensor_amax(x: torch.Tensor, rht: bool = False) -> torch.Tensor:
@@ -111,7 +115,7 @@ def tensor_amax(x: torch.Tensor, rht: bool = False) -> torch.Tensor:
     rows, k = x2.shape
     block_r = 16 if rht else 64  # the butterfly's shuffles hold more live registers
     grid = (triton.cdiv(rows, block_r), triton.cdiv(k, 256))
-    amax_kernel[grid](x2, amax, rows, k, x2.stride(0), RHT=rht, BLOCK_R=block_r, BLOCK_K=256, num_warps=8)
+    amax_kernel[grid](x2, amax, rows, k, *x2.stride(), RHT=rht, BLOCK_R=block_r, BLOCK_K=256, num_warps=8)
     return amax
 
 
@@ -139,7 +143,7 @@ def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, 
     if rows and k:
         grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_R"]), triton.cdiv(kp, meta["BLOCK_K"]))  # noqa: E731
         seed_lo, seed_hi = (0, 0) if seed is None else (seed & 0xFFFFFFFF, seed >> 32)
-        quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, x2.stride(0), seed_lo, seed_hi,
+        quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, *x2.stride(), seed_lo, seed_hi,
                               TILE_ROWS=tile_rows, RHT=rht, STOCHASTIC=seed is not None)
     else:
         s_dec.fill_(1.0)
