@@ -53,9 +53,10 @@ class Config:
             ``None`` (default) does so for graphs on CUDA, ``True`` on any device, ``False`` never.
             Graphs that train or use the NVFP4 KV cache run as captured either way.
         cuda_graphs: with Inductor on, replay each graph as CUDA graphs (as
-            ``torch.compile(mode="reduce-overhead")``): removes the host cost of launching the
-            NVFP4 kernels from Python on every call. Outputs then live in graph-owned memory that
-            the next call overwrites (clone what you keep), as with ``reduce-overhead``.
+            ``torch.compile(mode="reduce-overhead")``), training graphs included: removes the
+            host cost of launching the NVFP4 kernels from Python on every call. Outputs then live
+            in graph-owned memory that the next call overwrites (clone what you keep), as with
+            ``reduce-overhead``.
     """
 
     include: tuple[str, ...] = ("*",)

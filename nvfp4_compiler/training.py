@@ -60,13 +60,15 @@ NVFP4_RECIPE = Recipe()
 
 
 
-def _seed() -> int:
-    return int(torch.randint(0, 2**62, (1,)).item())
+def _seed(device: torch.device) -> torch.Tensor:
+    """A stochastic-rounding seed in [0, 2^62), drawn from ``device``'s generator and left there:
+    no host sync, and CUDA graphs replay a fresh draw each step (a host int would be frozen)."""
+    return torch.randint(0, 2**62, (1,), device=device)
 
 
 def _quantize(backend, t: torch.Tensor, block=(1, 16), rht=False, stochastic=False) -> NVFP4Tensor:
     """One GEMM operand (the same bits on every backend)."""
-    data, scale, s_dec = backend.quantize_op(t, None, block[0], rht=rht, seed=_seed() if stochastic else None)
+    data, scale, s_dec = backend.quantize_op(t, None, block[0], rht=rht, seed=_seed(t.device) if stochastic else None)
     return NVFP4Tensor(data, scale, s_dec.reshape(()), t.shape, tuple(block), rht)
 
 

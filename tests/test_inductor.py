@@ -104,3 +104,26 @@ def test_training_graph_through_inductor_matches_captured_and_saves_less():
     for a, b in zip(captured, fused):
         assert rel_err(b, a) < 1e-4
     assert fused_bytes < 0.95 * captured_bytes
+
+
+@pytest.mark.skipif(DEVICE.type != "cuda", reason="CUDA graphs need a CUDA device (runs with NVFP4_TEST_ON_GPU=1)")
+def test_cuda_graph_training_replays_fresh_stochastic_rounding():
+    """Seeds are drawn on the GPU inside the op: each replay of the recorded backward rounds
+    with new draws (a host-drawn seed would be frozen into the graph and bias every step)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(256, 256, device=DEVICE)
+    x = torch.randn(512, 256, device=DEVICE)
+    grads = {}
+    for sr in (False, True):
+        torch._dynamo.reset()
+        trained = nvfp4.compile(layer, cuda_graphs=True, stochastic_gradients=sr)
+        steps = []
+        for _ in range(5):  # the first calls warm up and record; later ones replay
+            layer.zero_grad(set_to_none=True)
+            trained(x).square().mean().backward()
+            steps.append(layer.weight.grad.clone())
+        assert trained.report().inductor == ["on (CUDA graphs)"]
+        grads[sr] = steps
+    assert all(torch.equal(g, grads[False][0]) for g in grads[False][1:])
+    assert not torch.equal(grads[True][-1], grads[True][-2])
+    assert (grads[True][-1] - grads[False][-1]).norm() < 0.2 * grads[False][-1].norm()

@@ -42,9 +42,9 @@ def test_fprop_dgrad_wgrad_equal_the_recipe_by_hand(kernels, m, k, n):
     wq = nvfp4.quantize(w.detach(), block=(16, 16))
     y_ref = nvfp4.quantize(x.detach()).dequantize() @ wq.dequantize().T + b.detach()
     xt = nvfp4.quantize(_pad(x.detach()).T.contiguous(), rht=True)
-    seed_dgrad = int(torch.randint(0, 2**62, (1,)).item())
+    seed_dgrad = int(torch.randint(0, 2**62, (1,), device=DEVICE).item())  # from the operands' device
     dx_ref = nvfp4.quantize(dy, stochastic=True, seed=seed_dgrad).dequantize() @ wq.dequantize()[:, :k]
-    seed_wgrad = int(torch.randint(0, 2**62, (1,)).item())
+    seed_wgrad = int(torch.randint(0, 2**62, (1,), device=DEVICE).item())
     dyt = nvfp4.quantize(_pad(dy).T.contiguous(), rht=True, stochastic=True, seed=seed_wgrad)
     dw_ref = dyt.dequantize(undo_rht=False) @ xt.dequantize(undo_rht=False).T
 

@@ -98,6 +98,13 @@ def test_stochastic_draws_depend_on_seed_and_rht_amax_is_the_transformed_one():
     a, _, _ = tquant.quantize(x, None, seed=1)
     b, _, _ = tquant.quantize(x, None, seed=2)
     assert not torch.equal(a, b)
+    # a seed the kernel reads from device memory (how training passes it) draws the same bits
+    for seed in (2, 2**40 + 12345):
+        as_int, _, _ = tquant.quantize(x, None, seed=seed, rht=True)
+        in_memory, _, _ = tquant.quantize(x, None, seed=torch.tensor([seed], device=DEVICE), rht=True)
+        assert torch.equal(as_int, in_memory)
+    with pytest.raises(ValueError, match="seed"):
+        tquant.quantize(x, None, seed=torch.tensor([2], dtype=torch.int32, device=DEVICE))
     want = nvfp4.format.rht(x.cpu()).abs().max()
     assert torch.equal(tquant.tensor_amax(x, rht=True).cpu().view(()), want)
 

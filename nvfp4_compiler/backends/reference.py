@@ -38,6 +38,8 @@ def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, *, r
             "amax: this static activation scale was never calibrated; run "
             "nvfp4.calibrate(compiled, batches) before calling a model compiled with activation_scales='static'"
         )
+    if isinstance(seed, torch.Tensor):  # drawn on the device (see training._seed)
+        seed = int(seed.item())
     q = quantize(x, block=block, amax=amax, rht=rht, stochastic=seed is not None, seed=seed, nan="propagate")
     return q.data, q.scale, q.global_scale
 

@@ -53,8 +53,8 @@ def _prune(configs, named_args, **kwargs):
                  prune_configs_by={"early_config_prune": _prune})
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi"])  # seeds 0 and 1 would otherwise become constants
 def quantize_kernel(
-    x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r, stride_k, seed_lo, seed_hi,
-    TILE_ROWS: tl.constexpr, RHT: tl.constexpr, STOCHASTIC: tl.constexpr,
+    x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r, stride_k, seed_lo, seed_hi, seed_ptr,
+    TILE_ROWS: tl.constexpr, RHT: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_r, pid_k = tl.program_id(0), tl.program_id(1)
@@ -84,7 +84,12 @@ def quantize_kernel(
     if STOCHASTIC:
         # The draw of element (row, col) of the padded tensor: index row * Kp + col, mod 2^32.
         index = tl.reshape((rows[:, None].to(tl.int64) * kp + cols[None, :]).to(tl.uint32), (BLOCK_R, NB, 16))
-        codes = e2m1_encode_stochastic(scaled, rounding_uniform(index, seed_lo.to(tl.uint32), seed_hi.to(tl.uint32)))
+        if SEED_IN_MEMORY:  # drawn on the GPU (CUDA-graph safe): int64 at seed_ptr
+            seed = tl.load(seed_ptr)
+            lo, hi = (seed & 0xFFFFFFFF).to(tl.uint32), (seed >> 32).to(tl.uint32)
+        else:
+            lo, hi = seed_lo.to(tl.uint32), seed_hi.to(tl.uint32)
+        codes = e2m1_encode_stochastic(scaled, rounding_uniform(index, lo, hi))
     else:
         codes = e2m1_encode(scaled)
     codes = tl.reshape(codes, (BLOCK_R, BLOCK_K // 2, 2))
@@ -120,16 +125,22 @@ def tensor_amax(x: torch.Tensor, rht: bool = False) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, rht: bool = False,
-             seed: int | None = None, out=None):
+             seed: int | torch.Tensor | None = None, out=None):
     """(data, scale, global_scale) exactly as ``format.quantize`` gives them (finite inputs).
 
     ``rht`` applies the recipe's Hadamard transform along K; a ``seed`` (0 <= seed < 2^64) turns
-    on stochastic rounding with the reference's draws for that seed. ``out`` = (data [R, Kp/2]
+    on stochastic rounding with the reference's draws for that seed. The seed may be an int64
+    tensor of one element on x's device (read by the kernel: no host sync, capturable in CUDA
+    graphs), holding a value in [0, 2^63). ``out`` = (data [R, Kp/2]
     uint8, scale [R, Kp/16] uint8, s_dec [1] fp32) receives the result (tests poison it first).
     """
     if tile_rows not in (1, 16):
         raise ValueError(f"tile_rows: expected 1 or 16, got {tile_rows}")
-    if seed is not None and not 0 <= seed < 2**64:
+    if isinstance(seed, torch.Tensor):
+        if seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != x.device:
+            raise ValueError(f"seed: expected a one-element int64 tensor on {x.device}, got {seed.dtype} "
+                             f"{tuple(seed.shape)} on {seed.device}")
+    elif seed is not None and not 0 <= seed < 2**64:
         raise ValueError(f"seed: expected an integer in [0, 2^64), got {seed}")
     x2 = _as_rows(x)
     rows, k = x2.shape
@@ -142,9 +153,11 @@ def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, 
     data, scale, s_dec = out
     if rows and k:
         grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_R"]), triton.cdiv(kp, meta["BLOCK_K"]))  # noqa: E731
-        seed_lo, seed_hi = (0, 0) if seed is None else (seed & 0xFFFFFFFF, seed >> 32)
+        in_memory = isinstance(seed, torch.Tensor)
+        seed_lo, seed_hi = (0, 0) if seed is None or in_memory else (seed & 0xFFFFFFFF, seed >> 32)
         quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, *x2.stride(), seed_lo, seed_hi,
-                              TILE_ROWS=tile_rows, RHT=rht, STOCHASTIC=seed is not None)
+                              seed if in_memory else amax, TILE_ROWS=tile_rows, RHT=rht,
+                              STOCHASTIC=seed is not None, SEED_IN_MEMORY=in_memory)
     else:
         s_dec.fill_(1.0)
     lead = x.shape[:-1]
