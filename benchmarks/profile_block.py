@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import pstats
 import os
+import pstats
 import sys
 import time
 
@@ -19,8 +19,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 def main(model: str, inductor: bool, trace: str | None) -> None:
-    import nvfp4_compiler as nvfp4
     from bench_block import block_and_inputs
+
+    import nvfp4_compiler as nvfp4
 
     block, args = block_and_inputs(model)
     quantized = nvfp4.compile(block, backend="triton", inductor=inductor)

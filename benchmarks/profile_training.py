@@ -15,9 +15,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 def main(model: str, inductor: bool) -> None:
-    import nvfp4_compiler as nvfp4
     from bench_training import _inputs
     from common import WORKLOADS
+
+    import nvfp4_compiler as nvfp4
     from nvfp4_compiler.models import get_config
     from nvfp4_compiler.models.wan import DiTBlock
 

@@ -48,10 +48,11 @@ class Config:
         kv_cache: move attention K/V caches the model keeps (slice writes into a buffer, read
             back by the attention) into paged NVFP4 storage (the ``nvfp4_kv_cache`` pass).
         kv_page_size: tokens per page of that storage (a power of two >= 16 runs the Triton kernel).
-        inductor: hand each rewritten inference graph to Inductor, so the ops around the NVFP4
+        inductor: hand each rewritten graph to Inductor, so the ops around the NVFP4
             GEMMs (norms, modulation, RoPE, attention) are fused as under ``torch.compile``;
             ``None`` (default) does so for graphs on CUDA, ``True`` on any device, ``False`` never.
-            Graphs that train or use the NVFP4 KV cache run as captured either way.
+            Training graphs go too (AOTAutograd, then Inductor). Graphs that call the NVFP4 KV
+            cache runtime run as captured either way.
         cuda_graphs: with Inductor on, replay each graph as CUDA graphs (as
             ``torch.compile(mode="reduce-overhead")``), training graphs included: removes the
             host cost of launching the NVFP4 kernels from Python on every call. Outputs then live

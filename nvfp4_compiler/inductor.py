@@ -38,7 +38,7 @@ def should_compile(gm: fx.GraphModule, setting: bool | None, example_inputs) -> 
     if python_calls:
         return False, f"off: the graph calls {', '.join(python_calls)} (KV-cache runtime)"
     if setting is None and not _on_cuda(example_inputs):
-        return False, "off (Config.inductor=None compiles CUDA graphs only)"
+        return False, "off (Config.inductor=None compiles graphs on CUDA devices only)"
     return True, "on"
 
 
@@ -84,7 +84,8 @@ def compile_graph(gm: fx.GraphModule, example_inputs, cuda_graphs: bool = False)
     inputs = [*example_inputs, *(getattr(gm, name) for name in names)]
     try:
         patches = {"triton.cudagraphs": True} if cuda_graphs else {}
-        return compile_fx(lifted_gm, inputs, config_patches=patches), names, "on" + (" (CUDA graphs)" if cuda_graphs else "")
+        compiled = compile_fx(lifted_gm, inputs, config_patches=patches)
+        return compiled, names, "on (CUDA graphs)" if cuda_graphs else "on"
     except Exception as err:  # Inductor raises many types; any of them means "run as captured"
         note = f"off: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         warnings.warn(f"nvfp4: {note}; the graph runs as captured", stacklevel=2)
@@ -109,4 +110,3 @@ def _qualname(target) -> str:
 
 def _on_cuda(example_inputs) -> bool:
     return any(isinstance(t, torch.Tensor) and t.is_cuda for t in example_inputs)
-
