@@ -58,8 +58,7 @@ class NVFP4Backend:
         use, ctx.inductor = inductor.should_compile(gm, self.config.inductor, example_inputs)
         if use:
             runner.bind_slots(example_inputs)  # the lifted weight inputs Inductor sees
-            compiled, lifted, ctx.inductor = inductor.compile_graph(gm, example_inputs, self.config.cuda_graphs)
-            runner.compiled, runner.lifted = compiled, lifted
+            runner.compiled, ctx.inductor = inductor.compile_graph(gm, example_inputs, self.config.cuda_graphs)
         return runner
 
 

@@ -17,6 +17,8 @@ trailing graph inputs, and the runner passes their current values on each call.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -69,27 +71,56 @@ def lift_attributes(gm: fx.GraphModule) -> list[str]:
     return names
 
 
-def compile_graph(gm: fx.GraphModule, example_inputs, cuda_graphs: bool = False) -> tuple[object | None, list[str], str]:
+@dataclass
+class InductorGraph:
+    """A rewritten graph compiled by Inductor, and how to call it."""
+
+    fn: Callable
+    lifted: list[str]    # attributes of the rewritten graph module passed after the graph's inputs
+    used: list[int]      # positions in (*inputs, *lifted) the compiled code takes (unused ones dropped)
+
+    def __call__(self, gm: fx.GraphModule, args) -> object:
+        full = (*args, *(getattr(gm, name) for name in self.lifted))
+        return self.fn(*(full[i] for i in self.used))
+
+
+def compile_graph(gm: fx.GraphModule, example_inputs, cuda_graphs: bool = False) -> tuple[InductorGraph | None, str]:
     """Inductor-compile a copy of ``gm`` with its tensor attributes lifted to inputs; with
     ``cuda_graphs``, Inductor replays the whole graph as CUDA graphs (``mode="reduce-overhead"``):
     the per-op host cost of the NVFP4 ops' Python launchers is paid once, at capture.
 
-    Returns (compiled callable or None, lifted attribute names, note). On an Inductor failure the
-    graph keeps running as captured, and the note (shown in the report) says why.
+    Inputs nothing reads are dropped first: Dynamo still passes the bf16 weights each rewritten
+    linear replaced, and CUDA-graph replays copy the inputs they do not know to be static.
+
+    Returns (the compiled graph or None, note). On an Inductor failure the graph keeps running as
+    captured, and the note (shown in the report) says why.
     """
     from torch._inductor.compile_fx import compile_fx
 
     lifted_gm = fx.GraphModule(gm, _copy_graph(gm.graph))  # shares gm's tensors, copies none
     names = lift_attributes(lifted_gm)
     inputs = [*example_inputs, *(getattr(gm, name) for name in names)]
+    used = _drop_unused_inputs(lifted_gm)
     try:
         patches = {"triton.cudagraphs": True} if cuda_graphs else {}
-        compiled = compile_fx(lifted_gm, inputs, config_patches=patches)
-        return compiled, names, "on (CUDA graphs)" if cuda_graphs else "on"
+        fn = compile_fx(lifted_gm, [inputs[i] for i in used], config_patches=patches)
+        return InductorGraph(fn, names, used), "on (CUDA graphs)" if cuda_graphs else "on"
     except Exception as err:  # Inductor raises many types; any of them means "run as captured"
         note = f"off: Inductor failed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         warnings.warn(f"nvfp4: {note}; the graph runs as captured", stacklevel=2)
-        return None, [], note
+        return None, note
+
+
+def _drop_unused_inputs(gm: fx.GraphModule) -> list[int]:
+    """Erase placeholders without users; returns the positions of those kept."""
+    used = []
+    for i, node in enumerate([n for n in gm.graph.nodes if n.op == "placeholder"]):
+        if node.users:
+            used.append(i)
+        else:
+            gm.graph.erase_node(node)
+    gm.recompile()
+    return used
 
 
 def _copy_graph(graph: fx.Graph) -> fx.Graph:

@@ -59,10 +59,9 @@ class GraphRunner:
         self.gm, self.ctx, self.slots, self.cache = gm, ctx, slots, cache
         self.param_names, self.backend = param_names, backend
         self.seen_weight_sets: set[tuple[int, ...]] = set()
-        # Set when Inductor compiled the graph (inductor.compile_graph): it takes the graph's
-        # inputs followed by the current values of the ``lifted`` attributes of ``gm``.
+        # Set when Inductor compiled the graph (inductor.compile_graph); called with ``gm``, it
+        # reads the slots' current weights from it.
         self.compiled = None
-        self.lifted: list[str] = []
 
     def __call__(self, *args):
         ids = tuple(id(args[s.arg_index]) for s in self.slots)
@@ -73,7 +72,7 @@ class GraphRunner:
         if self.backend.calibrating:
             return run_observing(self.gm, args)
         if self.compiled is not None:
-            return self.compiled(*args, *(getattr(self.gm, name) for name in self.lifted))
+            return self.compiled(self.gm, args)
         return self.gm.forward(*args)
 
     def bind_slots(self, args) -> None:

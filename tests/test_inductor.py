@@ -59,6 +59,19 @@ def test_lift_attributes_makes_buffers_inputs():
     assert torch.equal(gm(x, torch.tensor(-2.0))[0], x * -2 + 1)  # the value passed, not the one traced
 
 
+def test_compiled_graph_drops_unused_inputs():
+    """Inputs nothing reads (the bf16 weights of rewritten linears) are not passed to Inductor's
+    code, so CUDA-graph replays do not copy them."""
+    graph = fx.Graph()
+    x, _unused, y = graph.placeholder("x"), graph.placeholder("unused_weight"), graph.placeholder("y")
+    graph.output((graph.call_function(torch.add, (x, y)),))
+    gm = fx.GraphModule(nn.Module(), graph)
+    args = (torch.ones(3), torch.full((3,), 7.0), torch.arange(3.0))
+    compiled, note = inductor.compile_graph(gm, list(args))
+    assert note == "on" and compiled.used == [0, 2]
+    assert torch.equal(compiled(gm, args)[0], args[0] + args[2])
+
+
 def _graph_calling(target) -> fx.GraphModule:
     graph = fx.Graph()
     x = graph.placeholder("x")
