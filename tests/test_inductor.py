@@ -41,6 +41,38 @@ def test_inductor_graph_equals_qdq_twin_and_follows_weight_changes():
     assert rel_err(out, qdq_twin(model, _linear_names(model))(*inputs)) < FP32_TOL
 
 
+@torch.no_grad()
+def test_inductor_failure_warns_and_runs_the_graph_as_captured(monkeypatch):
+    import torch._inductor.compile_fx as compile_fx_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(compile_fx_module, "compile_fx", broken)
+    model = build_model("tiny").eval()
+    inputs = example_inputs(model.cfg)
+    compiled = nvfp4.compile(model, inductor=True)
+    with pytest.warns(UserWarning, match="Inductor failed"):
+        out = compiled(*inputs)
+    assert compiled.report().inductor == ["off: Inductor failed (RuntimeError: boom)"]
+    assert rel_err(out, qdq_twin(model, _linear_names(model))(*inputs)) < FP32_TOL
+
+
+@torch.no_grad()
+def test_static_scales_calibrated_through_inductor():
+    """Calibration writes the amax buffers in place; the compiled code reads them as inputs."""
+    model = build_model("tiny").eval()
+    batches = [example_inputs(model.cfg, seed=s) for s in range(2)]
+    outs = {}
+    for use_inductor in (False, True):
+        torch._dynamo.reset()
+        compiled = nvfp4.compile(model, activation_scales="static", inductor=use_inductor)
+        nvfp4.calibrate(compiled, batches, progress=False)
+        outs[use_inductor] = compiled(*batches[0])
+    assert compiled.report().inductor == ["on"]
+    assert rel_err(outs[True], outs[False]) < FP32_TOL
+
+
 def test_lift_attributes_makes_buffers_inputs():
     class WithBuffer(nn.Module):
         def __init__(self):
