@@ -2,6 +2,7 @@
 
     python examples/train_video.py --steps 300 --out runs/train      # CPU: a few minutes
     python examples/train_video.py --steps 3000 --device cuda --dim 256 --layers 4 --out runs/h100
+    (add --cuda-graphs on a GPU to replay each step as CUDA graphs: much less host time per step)
 
 Writes runs/.../loss_curves.png and summary.json (final validation losses, their ratio, step times).
 Same as `nvfp4 train`. To train the arms in two processes sharing one GPU:
@@ -19,7 +20,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = TrainConfig()
     for field, value in vars(defaults).items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+        if isinstance(value, bool):  # --cuda-graphs / --no-cuda-graphs
+            parser.add_argument(f"--{field.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
     parser.add_argument("--out", default="runs/train")
     parser.add_argument("--combine", action="store_true", help="only combine arm_*.json in --out")
     args = vars(parser.parse_args())

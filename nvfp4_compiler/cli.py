@@ -253,6 +253,7 @@ def train(
     lr: float = typer.Option(2e-3, min=0.0, help="AdamW learning rate (cosine decay)."),
     seed: int = typer.Option(0, help="Seed of weights, data, noise and rounding (shared by both arms)."),
     eval_every: int = typer.Option(50, min=1, help="Steps between validation losses."),
+    cuda_graphs: bool = typer.Option(False, help="Replay each step as CUDA graphs (needs a GPU)."),
 ) -> None:
     """Train the embedded video DiT on procedural video, NVFP4 and bf16 arms from the same seed."""
     import torch
@@ -267,7 +268,7 @@ def train(
         if dim % 32:
             raise ValueError(f"--dim: expected a multiple of 32 (2 heads x 16), got {dim}")
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
-                          dim=dim, layers=layers, device=device)
+                          dim=dim, layers=layers, device=device, cuda_graphs=cuda_graphs)
         summary = run(cfg, out)
         final, ratio = summary["final_val_loss"], summary["val_loss_ratio_nvfp4_over_bf16"]
         print(f"final validation loss: NVFP4 {final['nvfp4']:.4f}, bf16 {final['bf16']:.4f} (ratio {ratio:.3f}); "

@@ -43,6 +43,11 @@ class TrainConfig:
     keep_last_blocks: int = 0  # blocks kept in bf16 at the end (the recipe's ~15% of linears)
     device: str = "cpu"
     arms: str = "nvfp4,bf16"   # which arms to train; one per process lets two share a GPU
+    cuda_graphs: bool = False  # replay each step as CUDA graphs (both arms; needs device "cuda")
+
+    def __post_init__(self):
+        if self.cuda_graphs and self.device != "cuda":
+            raise ValueError(f"cuda_graphs: needs device 'cuda', got device {self.device!r}")
 
     def arm_list(self) -> list[str]:
         arms = [a.strip() for a in self.arms.split(",") if a.strip()]
@@ -75,7 +80,7 @@ def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None,
     mcfg = cfg.model_config()
     model = build_model(mcfg, seed=cfg.seed, device=device).train()
     compiled = nvfp4_compile(model, recipe=recipe, exclude=RECIPE_BF16_MODULES,
-                             keep_last_blocks_bf16=cfg.keep_last_blocks)
+                             keep_last_blocks_bf16=cfg.keep_last_blocks, cuda_graphs=cfg.cuda_graphs)
     gen = torch.Generator().manual_seed(cfg.seed)
     class_text = torch.randn(NUM_CLASSES, 1, mcfg.text_dim, generator=gen).to(device)
     clip_args = dict(channels=mcfg.in_channels, frames=cfg.frames, height=cfg.size, width=cfg.size)

@@ -29,3 +29,5 @@ def test_train_command_writes_curves_and_summary(tmp_path):
     assert (tmp_path / "loss_curves.png").stat().st_size > 10_000
     bad = CliRunner().invoke(app, ["train", "--dim", "48"])
     assert bad.exit_code == 2 and "--dim" in bad.stderr
+    no_gpu = CliRunner().invoke(app, ["train", "--device", "cpu", "--cuda-graphs", "--out", str(tmp_path)])
+    assert no_gpu.exit_code == 2 and "cuda_graphs" in no_gpu.stderr
