@@ -57,7 +57,6 @@ class NVFP4Backend:
         runner = GraphRunner(gm, ctx, _weight_slots(gm, arg_index, ctx), self.weight_cache, self.param_names, self)
         use, ctx.inductor = inductor.should_compile(gm, self.config.inductor, example_inputs)
         if use:
-            runner.bind_slots(example_inputs)  # the lifted weight inputs Inductor sees
             runner.compiled, ctx.inductor = inductor.compile_graph(gm, example_inputs, self.config.cuda_graphs)
         return runner
 

@@ -16,6 +16,7 @@ trailing graph inputs, and the runner passes their current values on each call.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ def compile_graph(gm: fx.GraphModule, example_inputs, cuda_graphs: bool = False)
     """
     from torch._inductor.compile_fx import compile_fx
 
-    lifted_gm = fx.GraphModule(gm, _copy_graph(gm.graph))  # shares gm's tensors, copies none
+    lifted_gm = fx.GraphModule(gm, copy.deepcopy(gm.graph))  # shares gm's tensors, copies none
     names = lift_attributes(lifted_gm)
     inputs = [*example_inputs, *(getattr(gm, name) for name in names)]
     used = _drop_unused_inputs(lifted_gm)
@@ -121,13 +122,6 @@ def _drop_unused_inputs(gm: fx.GraphModule) -> list[int]:
             gm.graph.erase_node(node)
     gm.recompile()
     return used
-
-
-def _copy_graph(graph: fx.Graph) -> fx.Graph:
-    new = fx.Graph()
-    output = new.graph_copy(graph, {})
-    new.output(output)
-    return new
 
 
 def _defined_in_package(target) -> bool:

@@ -37,6 +37,11 @@ class Report:
         return [g for g in self.gemms if g.quantized]
 
     @property
+    def inductor_graphs(self) -> int:
+        """Compilations whose other ops Inductor compiled."""
+        return sum(note.startswith("on") for note in self.inductor)
+
+    @property
     def kept(self) -> list[GemmSite]:
         return [g for g in self.gemms if not g.quantized]
 
@@ -60,7 +65,7 @@ class Report:
                 "boundary_bytes": sum(b.nbytes for b in self.boundaries),
                 "attention_calls": len(self.attention),
                 "attention_kv_converted": sum(a.converted for a in self.attention),
-                "inductor_graphs": sum(n.startswith("on") for n in self.inductor),
+                "inductor_graphs": self.inductor_graphs,
             },
             "gemms": [{**asdict(g), "dtype": str(g.dtype)} for g in self.gemms],
             "boundaries": [asdict(b) for b in self.boundaries],
@@ -93,7 +98,7 @@ class Report:
         yield gemms
         if self.inductor:
             notes = sorted(set(self.inductor), key=self.inductor.index)
-            yield (f"Other ops (norms, attention, ...): Inductor-compiled in {sum(n.startswith('on') for n in self.inductor)} of "
+            yield (f"Other ops (norms, attention, ...): Inductor-compiled in {self.inductor_graphs} of "
                    f"{len(self.inductor)} compilation(s)" + "".join(f"; {n}" for n in notes if n != "on"))
         bounds = Table(title="Envelope boundaries (NVFP4 GEMM outputs read outside the envelope)")
         for col in ["producer", "read by", "bytes", "dtype"]:

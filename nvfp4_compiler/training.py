@@ -59,7 +59,6 @@ class Recipe:
 NVFP4_RECIPE = Recipe()
 
 
-
 def _seed(device: torch.device) -> torch.Tensor:
     """A stochastic-rounding seed in [0, 2^62), drawn from ``device``'s generator and left there:
     no host sync, and CUDA graphs replay a fresh draw each step (a host int would be frozen)."""

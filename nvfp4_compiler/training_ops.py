@@ -24,23 +24,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .backends.reference import ACTIVATIONS
 from .format import NVFP4Tensor
 from .training import Recipe, _gemm_nt, _weight_operands, backprop, fprop
 
-ACTIVATIONS = ("none", "gelu", "gelu_tanh", "silu", "relu")
-
-
-def activate(y: torch.Tensor, activation: str) -> torch.Tensor:
-    """The activation as PyTorch computes it in the model (same rounding as the unfused graph)."""
-    if activation == "none":
-        return y
-    if activation in ("gelu", "gelu_tanh"):
-        return F.gelu(y, approximate="tanh" if activation == "gelu_tanh" else "none")
-    return F.silu(y) if activation == "silu" else F.relu(y)
-
 
 def activation_backward(dz: torch.Tensor, y: torch.Tensor, activation: str) -> torch.Tensor:
-    """dL/dy from dL/dz and y: the aten backward ops PyTorch's autograd runs for :func:`activate`."""
+    """dL/dy from dL/dz and y: the aten backward ops PyTorch's autograd runs for
+    ``ACTIVATIONS[activation]`` (the PyTorch functions the unfused graph called)."""
     if activation == "none":
         return dz
     if activation in ("gelu", "gelu_tanh"):
@@ -70,7 +61,7 @@ def linear_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     backend = recipe.backend(x2)
     wq, _ = _weight_operands(backend, weight, recipe)
     y, xq, xt = fprop(backend, x2, wq, bias, recipe)
-    z = activate(y, activation).reshape(*x.shape[:-1], weight.shape[0])
+    z = ACTIVATIONS[activation](y).reshape(*x.shape[:-1], weight.shape[0])
     kept = (xq.data, xq.scale, xq.global_scale) if activation != "none" else _nothing(x)
     return z, xt.data, xt.scale, xt.global_scale, *kept
 

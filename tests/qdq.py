@@ -21,6 +21,11 @@ class QDQLinear(nn.Module):
         return F.linear(x_hat, w_hat, self.bias)
 
 
+def linear_names(model: nn.Module) -> list[str]:
+    """Names of every ``nn.Linear`` of ``model`` (the tiny model quantizes all of them)."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+
+
 def qdq_twin(model: nn.Module, quantized_names) -> nn.Module:
     """A deep copy of ``model`` with the named linears replaced by QDQLinear."""
     twin = copy.deepcopy(model)

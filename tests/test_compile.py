@@ -8,7 +8,7 @@ from torch import nn
 import nvfp4_compiler as nvfp4
 from nvfp4_compiler import ops
 from nvfp4_compiler.models import CONFIGS, build_model, example_inputs
-from qdq import qdq_twin, rel_err
+from qdq import linear_names, qdq_twin, rel_err
 
 # fp32 model: the compiled graph and the QDQ twin differ only in accumulation order and in the
 # epilogue rounding once instead of per op.
@@ -20,16 +20,12 @@ def _tiny():
     return model, example_inputs(model.cfg)
 
 
-def _linear_names(model):
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-
-
 @torch.no_grad()
 def test_compiled_tiny_equals_qdq_twin():
     model, inputs = _tiny()
     compiled = nvfp4.compile(model)
     out = compiled(*inputs)
-    twin = qdq_twin(model, _linear_names(model))
+    twin = qdq_twin(model, linear_names(model))
     assert rel_err(out, twin(*inputs)) < FP32_TOL
     # ... and is really quantized: far from the fp32 model
     assert rel_err(out, model(*inputs)) > 1e-2
@@ -50,7 +46,7 @@ def test_report_counts_every_eligible_linear_and_fusions():
     compiled = nvfp4.compile(model)
     compiled(*inputs)
     report = nvfp4.report(compiled)
-    assert len(report.quantized) == len(_linear_names(model)) == 27
+    assert len(report.quantized) == len(linear_names(model)) == 27
     assert not report.kept and not report.uncaptured_linears
     by_name = {g.name: g for g in report.gemms}
     assert by_name["blocks.0.ffn.up"].epilogue == ["bias", "gelu_tanh", "next-scale amax"]
@@ -92,7 +88,7 @@ def test_same_shape_does_not_recompile_new_shape_does():
     more_frames = example_inputs(model.cfg, frames=4)
     out = compiled(*more_frames)
     assert len(compiled.backend.graphs) == 2
-    assert rel_err(out, qdq_twin(model, _linear_names(model))(*more_frames)) < FP32_TOL
+    assert rel_err(out, qdq_twin(model, linear_names(model))(*more_frames)) < FP32_TOL
     compiled(*more_frames)
     assert len(compiled.backend.graphs) == 2
     report = compiled.report()
@@ -105,7 +101,7 @@ def test_chunk_with_context_compiles():
     context = torch.randn_like(x)
     compiled = nvfp4.compile(model)
     out = compiled(x, t, txt, context=context, frame_offset=2)
-    twin = qdq_twin(model, _linear_names(model))
+    twin = qdq_twin(model, linear_names(model))
     assert rel_err(out, twin(x, t, txt, context=context, frame_offset=2)) < FP32_TOL
 
 
@@ -210,7 +206,7 @@ def test_changed_weights_are_requantized():
     compiled(*inputs)
     model.proj_out.weight.mul_(0.5)  # in place, as an optimizer step or load_state_dict would
     out = compiled(*inputs)
-    assert rel_err(out, qdq_twin(model, _linear_names(model))(*inputs)) < FP32_TOL
+    assert rel_err(out, qdq_twin(model, linear_names(model))(*inputs)) < FP32_TOL
 
 
 @torch.no_grad()

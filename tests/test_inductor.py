@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 import torch.fx as fx
-from qdq import qdq_twin, rel_err
+from qdq import linear_names, qdq_twin, rel_err
 from saved_bytes import saved_activation_bytes
 from torch import nn
 
@@ -21,10 +21,6 @@ FP32_TOL = 2e-5  # as test_compile: accumulation order and epilogue rounding onl
 DEVICE = torch.device("cuda" if os.environ.get("NVFP4_TEST_ON_GPU") == "1" else "cpu")
 
 
-def _linear_names(model):
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-
-
 @torch.no_grad()
 def test_inductor_graph_equals_qdq_twin_and_follows_weight_changes():
     model = build_model("tiny", device=DEVICE).eval()
@@ -32,13 +28,13 @@ def test_inductor_graph_equals_qdq_twin_and_follows_weight_changes():
     compiled = nvfp4.compile(model, inductor=True)
     out = compiled(*inputs)
     assert compiled.report().inductor == ["on"]
-    assert rel_err(out, qdq_twin(model, _linear_names(model))(*inputs)) < FP32_TOL
+    assert rel_err(out, qdq_twin(model, linear_names(model))(*inputs)) < FP32_TOL
     # The NVFP4 weights are graph inputs of the Inductor code: an in-place change is re-quantized
     # and used (a graph with the weights baked in would keep computing the old function).
     model.proj_out.weight.mul_(0.5)
     model.blocks[0].ffn.up.weight.mul_(-1.0)
     out = compiled(*inputs)
-    assert rel_err(out, qdq_twin(model, _linear_names(model))(*inputs)) < FP32_TOL
+    assert rel_err(out, qdq_twin(model, linear_names(model))(*inputs)) < FP32_TOL
 
 
 @torch.no_grad()
@@ -55,7 +51,7 @@ def test_inductor_failure_warns_and_runs_the_graph_as_captured(monkeypatch):
     with pytest.warns(UserWarning, match="Inductor failed"):
         out = compiled(*inputs)
     assert compiled.report().inductor == ["off: Inductor failed (RuntimeError: boom)"]
-    assert rel_err(out, qdq_twin(model, _linear_names(model))(*inputs)) < FP32_TOL
+    assert rel_err(out, qdq_twin(model, linear_names(model))(*inputs)) < FP32_TOL
 
 
 @torch.no_grad()

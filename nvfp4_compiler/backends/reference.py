@@ -29,7 +29,7 @@ ACTIVATIONS = {
 
 
 def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, *, rht: bool = False,
-                seed: int | None = None):
+                seed: int | torch.Tensor | None = None):
     """(data, scale, global_scale) of ``x`` quantized with 1x16 (tile_rows=1) or 16x16 blocks;
     ``rht`` transforms along K first, a ``seed`` rounds stochastically (the training operands)."""
     block = BLOCK_2D if tile_rows == 16 else (1, 16)

@@ -15,7 +15,7 @@ from .quantize import quantize as _quantize
 
 
 def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, *, rht: bool = False,
-                seed: int | None = None):
+                seed: int | torch.Tensor | None = None):
     return _quantize(x, amax, tile_rows, rht=rht, seed=seed)
 
 
