@@ -7,6 +7,7 @@ heads; Wan-5B: chunk 7040, cache 7040 + 28160, 24x128), in one run:
     dequant_sdpa      dequantize the whole NVFP4 cache to bf16 (PyTorch ops), then flash SDPA:
                       what LongLive-2.0 does before every attention call
     nvfp4_in_register the Triton kernel decoding the NVFP4 pages tile by tile in registers
+                      (tensor cores; for decode rows also the CUDA-core kernel, "vector")
     nvfp4_scratch     one Triton pass decoding the pages to a bf16 scratch, then flash SDPA
                       (page tables prepared once, as a serving loop keeps them)
 
@@ -16,7 +17,7 @@ and the kernel (the target ratios), and wall time per call (do_bench) for all th
 dequantize route cannot be graph-captured: it builds a lookup table per call). Memory: the
 cache's bytes, NVFP4 vs bf16.
 
-    python benchmarks/bench_attention.py [--models wan-1.3b wan-5b] [--json out.json] [--sweep]
+    python benchmarks/bench_attention.py [--models wan-1.3b wan-5b] [--json out.json] [--sweep | --sweep-decode]
 """
 
 from __future__ import annotations
@@ -66,11 +67,20 @@ def _dequantize_all(cache, pages, slots):
 
 
 def _row(label, r):
-    g, w = r["gpu_ms"], r["wall_ms"]
-    return [label, r["tq"], g["sdpa_bf16"], g["nvfp4_in_register"], g["nvfp4_scratch"],
-            r["speedup_vs_sdpa_bf16"]["in_register"], r["speedup_vs_sdpa_bf16"]["scratch"], r["auto_strategy"],
+    g, w, x = r["gpu_ms"], r["wall_ms"], r["speedup_vs_sdpa_bf16"]
+    return [label, r["tq"], g["sdpa_bf16"], g["nvfp4_in_register"], g.get("nvfp4_vector", "-"), g["nvfp4_scratch"],
+            x["in_register"], x.get("vector", "-"), x["scratch"], r["auto_strategy"],
             w["dequant_sdpa"], w["nvfp4_auto"], r["speedup_vs_dequant_sdpa"], r["memory_ratio"],
-            r["rel_err_vs_sdpa"]["in_register"], r["rel_err_vs_sdpa"]["scratch"]]
+            r["rel_err_vs_sdpa"]["in_register"], r["rel_err_vs_sdpa"].get("vector", "-"), r["rel_err_vs_sdpa"]["scratch"]]
+
+
+def auto_route(tq: int, with_new: bool) -> str:
+    """The route ``nvfp4_compiler.paged_attention`` picks for this call (its "auto" strategy)."""
+    from nvfp4_compiler.paged_attention import SCRATCH_MIN_QUERIES, VECTOR_MAX_QUERIES
+
+    if tq >= SCRATCH_MIN_QUERIES or with_new:
+        return "scratch"
+    return "vector" if tq <= VECTOR_MAX_QUERIES else "in_register"
 
 
 class Workload:
@@ -94,8 +104,11 @@ class Workload:
         return q, new
 
     def routes(self, q, new, tile=None, splits=None):
-        """name -> fn(i) for the baseline SDPA, LongLive's dequantize route and both NVFP4 strategies."""
+        """name -> fn(i) for the baseline SDPA, LongLive's dequantize route and the NVFP4 strategies
+        (``tile``/``splits`` go to the in-register kernels: a 4-tuple to the tensor-core one, a pair
+        to the CUDA-core "vector" one)."""
         from nvfp4_compiler.backends.triton.attention import paged_attention as in_register
+        from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
         from nvfp4_compiler.backends.triton.kv_decode import scratch_attention
 
         c = self.cache
@@ -116,13 +129,19 @@ class Workload:
                 return F.scaled_dot_product_attention(q_t, k, v).transpose(1, 2)
 
         def register(i):
-            return in_register(q, *pages, self.npages, *(new or (None, None)), tile=tile, splits=splits)
+            mma_tile = tile if tile is None or len(tile) == 4 else None
+            return in_register(q, *pages, self.npages, *(new or (None, None)), tile=mma_tile, splits=splits)
+
+        def vector(i):
+            vec_tile = tile if tile is None or len(tile) == 2 else None
+            return paged_decode_attention(q, *pages, self.npages, tile=vec_tile, splits=splits)
 
         def scratch(i):
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
                 return scratch_attention(q, *pages, self.tokens, *(new or (None, None)))
 
-        return {"sdpa_bf16": sdpa, "dequant_sdpa": dequant_sdpa, "in_register": register, "scratch": scratch}
+        return {"sdpa_bf16": sdpa, "dequant_sdpa": dequant_sdpa, "in_register": register, "scratch": scratch,
+                **({} if new is not None else {"vector": vector})}
 
 
 def _rel_err(out, ref):
@@ -130,8 +149,6 @@ def _rel_err(out, ref):
 
 
 def run_model(model: str) -> list[dict]:
-    from nvfp4_compiler.paged_attention import SCRATCH_MIN_QUERIES
-
     w = Workload(model)
     bf16_bytes = 2 * w.k_bf16.numel() * w.k_bf16.element_size()
     results = []
@@ -139,17 +156,17 @@ def run_model(model: str) -> list[dict]:
         q, new = w.inputs(tq, kind == "chunk")
         fns = w.routes(q, new)
         ref = fns["sdpa_bf16"](0).float()
-        auto = "scratch" if tq >= SCRATCH_MIN_QUERIES else "in_register"
+        auto = auto_route(tq, new is not None)
+        routes = [r for r in ("in_register", "vector", "scratch") if r in fns]
         gpu = {"sdpa_bf16": bench_graph_ms(fns["sdpa_bf16"], replays=5),
-               "nvfp4_in_register": bench_graph_ms(fns["in_register"], replays=5),
-               "nvfp4_scratch": bench_graph_ms(fns["scratch"], replays=5)}
+               **{f"nvfp4_{r}": bench_graph_ms(fns[r], replays=5) for r in routes}}
         wall = {"sdpa_bf16": bench_ms(fns["sdpa_bf16"]), "dequant_sdpa": bench_ms(fns["dequant_sdpa"]),
                 "nvfp4_auto": bench_ms(fns[auto])}
         results.append({
             "model": model, "kind": kind, "tq": tq, "cache_tokens": w.tokens, "new_tokens": w.chunk if new else 0,
             "gpu_ms": gpu, "wall_ms": wall, "auto_strategy": auto,
-            "rel_err_vs_sdpa": {r: _rel_err(fns[r](0), ref) for r in ("in_register", "scratch")},
-            "speedup_vs_sdpa_bf16": {r: gpu["sdpa_bf16"] / gpu[f"nvfp4_{r}"] for r in ("in_register", "scratch")},
+            "rel_err_vs_sdpa": {r: _rel_err(fns[r](0), ref) for r in routes},
+            "speedup_vs_sdpa_bf16": {r: gpu["sdpa_bf16"] / gpu[f"nvfp4_{r}"] for r in routes},
             "speedup_vs_dequant_sdpa": wall["dequant_sdpa"] / wall["nvfp4_auto"],
             "cache_bytes_nvfp4": w.cache.nbytes(used_only=True), "cache_bytes_bf16": bf16_bytes,
             "memory_ratio": bf16_bytes / w.cache.nbytes(used_only=True)})
@@ -200,7 +217,47 @@ def sweep(model: str) -> list[dict]:
     return out
 
 
-def run(json_path: str | None = None, models=tuple(SHAPES), do_sweep: bool = False) -> dict:
+# CUDA-core decode kernel: (BLOCK_N, num_warps) tiles and programs per SM tried by --sweep-decode
+VECTOR_TILES = [(64, 4), (64, 8), (64, 2), (32, 2), (32, 4), (16, 1), (16, 2)]
+VECTOR_PROGRAMS_PER_SM = (4, 8, 16, 32)
+VECTOR_SWEEP_TQ = (1, 2, 4)
+
+
+def sweep_decode(model: str) -> list[dict]:
+    """The CUDA-core decode kernel's tiles and split counts against SDPA and the tensor-core kernel."""
+    from nvfp4_compiler.backends.triton.attention_decode import choose_decode_splits
+
+    w = Workload(model)
+    out = []
+    for tq in VECTOR_SWEEP_TQ:
+        q, _ = w.inputs(tq, False)
+        base = w.routes(q, None)
+        ref = base["sdpa_bf16"](0).float()
+        sdpa_ms = bench_graph_ms(base["sdpa_bf16"], replays=5)
+        mma_ms = bench_graph_ms(base["in_register"], replays=5)
+        print(f"decode Tq={tq}: SDPA {sdpa_ms:.4f} ms, tensor-core kernel {mma_ms:.4f} ms ({sdpa_ms / mma_ms:.2f}x)")
+        for tile in VECTOR_TILES:
+            for pps in VECTOR_PROGRAMS_PER_SM:
+                splits = choose_decode_splits(tq * w.heads, w.table.shape[1], q.device, pps)
+                fn = w.routes(q, None, tile=tile, splits=splits)["vector"]
+                try:
+                    err = _rel_err(fn(0), ref)
+                    ms = bench_graph_ms(fn, replays=5)
+                except Exception as e:  # a tile that does not compile is a result too
+                    print(f"vector Tq={tq} {tile} pps={pps}: {type(e).__name__}: {str(e)[:120]}")
+                    continue
+                out.append({"model": model, "kind": "vector", "tq": tq, "tile": tile, "programs_per_sm": pps,
+                            "splits": splits, "ms": ms, "sdpa_ms": sdpa_ms, "mma_ms": mma_ms,
+                            "x_sdpa": sdpa_ms / ms, "rel_err": err})
+                print(f"vector Tq={tq:3} tile={tile} pps={pps:2} splits={splits:4}: {ms:.4f} ms, "
+                      f"{sdpa_ms / ms:.3f}x SDPA, err {err:.1e}", flush=True)
+    return out
+
+
+def run(json_path: str | None = None, models=tuple(SHAPES), do_sweep: bool = False,
+        do_sweep_decode: bool = False) -> dict:
+    if do_sweep_decode:
+        return finish(json_path, [r for m in models for r in sweep_decode(m)])
     if do_sweep:
         return finish(json_path, [r for m in models for r in sweep(m)])
     rows, results = [], []
@@ -209,10 +266,10 @@ def run(json_path: str | None = None, models=tuple(SHAPES), do_sweep: bool = Fal
             results.append(r)
             rows.append(_row(f"{model} {r['kind']}", r))
     print_table("attention over a sink + window KV cache (ms, median)",
-                ["workload", "Tq", "GPU: SDPA bf16", "GPU: in-register", "GPU: scratch+SDPA",
-                 "x SDPA in-reg", "x SDPA scratch (chunk >= 0.9, decode >= 3)", "auto picks",
+                ["workload", "Tq", "GPU: SDPA bf16", "GPU: in-register", "GPU: vector", "GPU: scratch+SDPA",
+                 "x SDPA in-reg", "x SDPA vector", "x SDPA scratch (chunk >= 0.9, decode >= 3)", "auto picks",
                  "wall: dequant+SDPA", "wall: NVFP4 auto", "x dequant+SDPA (> 1)",
-                 "cache bf16/NVFP4", "err in-reg", "err scratch"], rows)
+                 "cache bf16/NVFP4", "err in-reg", "err vector", "err scratch"], rows)
     return finish(json_path, results)
 
 
@@ -222,5 +279,7 @@ if __name__ == "__main__":
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--sweep", action="store_true",
                         help="tune the in-register kernel's tiles/splits and find the scratch crossover in Tq")
+    parser.add_argument("--sweep-decode", action="store_true",
+                        help="tune the CUDA-core decode kernel's tiles and split counts (Tq = 1, 2, 4)")
     args = parser.parse_args()
-    run(args.json, args.models, args.sweep)
+    run(args.json, args.models, args.sweep, args.sweep_decode)

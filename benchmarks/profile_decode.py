@@ -1,8 +1,10 @@
 """Profile target for Nsight Compute: the paged NVFP4 attention kernel at decode-sized queries over
 the Wan-1.3B sink + window cache (bench_attention's workload), one profiled call per Tq.
+ROUTE picks the kernel: "in_register" (tensor cores, the default) or "vector" (CUDA cores).
 
     ncu --nvtx --nvtx-include "profile/" --section SpeedOfLight --section Occupancy \\
         --section WarpStateStats --section MemoryWorkloadAnalysis python3 benchmarks/profile_decode.py 1 64
+    ROUTE=vector ncu ... python3 benchmarks/profile_decode.py 1
 """
 
 import os
@@ -16,7 +18,7 @@ from bench_attention import Workload  # noqa: E402
 w = Workload("wan-1.3b")
 for tq in [int(a) for a in sys.argv[1:]] or [1]:
     q, _ = w.inputs(tq, False)
-    fn = w.routes(q, None)["in_register"]
+    fn = w.routes(q, None)[os.environ.get("ROUTE", "in_register")]
     for _ in range(3):  # compile and warm up outside the profiled range
         fn(0)
     torch.cuda.synchronize()

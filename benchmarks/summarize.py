@@ -54,10 +54,35 @@ def block_table(d: dict) -> str:
                       f"{r['speedup_vs_compiled_bf16']:.2f} | {r['weight_ratio']:.2f} | {r['rel_err_vs_bf16']:.4f} |"])
 
 
+def attention_table(d: dict) -> str:
+    """bench_attention.py's rows (not its --sweep output): GPU ms per route and ratios to SDPA."""
+    routes = ("in_register", "vector", "scratch")
+    lines = [_env(d["environment"]), "",
+             "| model | kind | Tq | SDPA bf16 (ms) | " + " | ".join(f"{r} (ms)" for r in routes) +
+             " | auto | x SDPA (auto) | x dequant + SDPA (wall) | cache bf16 / NVFP4 |",
+             "|---|---|---|---|" + "---|" * len(routes) + "---|---|---|---|"]
+    for r in d["results"]:
+        g = r["gpu_ms"]
+        cell = lambda k: f"{g[k]:.4f}" if k in g else "-"  # noqa: E731
+        auto = r["auto_strategy"]
+        lines.append(f"| {r['model']} | {r['kind']} | {r['tq']} | {g['sdpa_bf16']:.4f} | "
+                     + " | ".join(cell(f"nvfp4_{k}") for k in routes)
+                     + f" | {auto} | {r['speedup_vs_sdpa_bf16'][auto]:.2f} | {r['speedup_vs_dequant_sdpa']:.1f} | "
+                     f"{r['memory_ratio']:.2f} |")
+    return "\n".join(lines)
+
+
+def _kind(path: str) -> str:
+    for kind in ("gemm", "quantize", "attention"):
+        if kind in path:
+            return kind
+    return "block"
+
+
 if __name__ == "__main__":
     for path in sys.argv[1:]:
         data = json.load(open(path))
-        kind = "gemm" if "gemm" in path else "quantize" if "quantize" in path else "block"
+        tables = {"gemm": gemm_table, "quantize": quantize_table, "attention": attention_table, "block": block_table}
         print(f"#### `{path}`\n")
-        print({"gemm": gemm_table, "quantize": quantize_table, "block": block_table}[kind](data))
+        print(tables[_kind(path)](data))
         print()

@@ -4,8 +4,9 @@ For each sequence, queries attend to the cached tokens (sink + window, page by p
 dequantized as a tile) and then, optionally, to the chunk's own fresh K/V (not cached yet, as
 during LongLive's denoising steps), with an online softmax in fp32. No bf16 copy of the cache is
 made, unlike "dequantize the whole cache, then SDPA". On CUDA GPUs the same computation runs in
-Triton (equal to this loop within fp16-rounding noise), by one of two strategies: the attention
-kernel decoding K/V tiles in registers (``backends/triton/attention.py``), or, for chunk-sized
+Triton (equal to this loop within fp16-rounding noise), by one of two strategies: an attention
+kernel decoding K/V tiles in registers (``backends/triton/attention.py`` on tensor cores, or for a
+few queries ``attention_decode.py`` on CUDA cores), or, for chunk-sized
 queries where a dense flash kernel is ~2x faster on Hopper, one decode pass into a transient
 scratch followed by flash SDPA (``backends/triton/kv_decode.py``).
 
@@ -33,6 +34,11 @@ STRATEGIES = ("auto", "in_register", "scratch")
 #: the scratch route wins from Tq=16 on (the kernel walks the fresh tokens in one split).
 SCRATCH_MIN_QUERIES = 128
 SCRATCH_MIN_FRESH = 1024
+#: Up to this many queries (and no fresh K/V), the in-register route takes the CUDA-core decode
+#: kernel (``backends/triton/attention_decode.py``, one program per query, no MMA) instead of the
+#: tensor-core one. H100, Wan-1.3B cache (benchmarks/RESULTS.md): Tq=1 0.041 vs 0.045 ms, but
+#: Tq=2 0.065 vs 0.046 ms (each query decodes the pages again).
+VECTOR_MAX_QUERIES = 1
 
 
 def _online_softmax_step(state, q, k, v, scale):
@@ -133,11 +139,14 @@ def _scratch_applies(q, cache, seqs, strategy: str, fresh_tokens: int) -> bool:
 
 
 def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
-    from .backends.triton.attention import paged_attention as kernel
+    from .backends.triton.attention import paged_attention as tensor_core_kernel
+    from .backends.triton.attention_decode import paged_decode_attention
     from .backends.triton.kv_decode import scratch_attention
 
     table, fills, npages = cache.page_tables(seqs, q.device)
     pages = (cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global, table, fills)
     if _scratch_applies(q, cache, seqs, strategy, 0 if k_new is None else k_new.shape[1]):
         return scratch_attention(q, *pages, cache.length(seqs[0]), k_new, v_new, scale)
-    return kernel(q, *pages, npages, k_new, v_new, scale)
+    if k_new is None and q.shape[1] <= VECTOR_MAX_QUERIES:
+        return paged_decode_attention(q, *pages, npages, scale)
+    return tensor_core_kernel(q, *pages, npages, k_new, v_new, scale)

@@ -41,12 +41,15 @@ def test_converted_dense_cache_generates_what_the_explicit_nvfp4_cache_generates
     rewritten by the pass, equals generation with an explicit PagedNVFP4Cache object."""
     model = _model()
     noise, text = _inputs(model)
-    compiled = nvfp4.compile(model, backend=BACKEND, kv_page_size=16)
+    # Inductor off on both sides: on a GPU it would compile the explicit-cache graphs but not the
+    # pass's (those call the KV runtime), and its fused fp32 arithmetic differs in the last bits,
+    # which NVFP4 rounding downstream turns into a ~0.4% difference (H100, sixth session)
+    compiled = nvfp4.compile(model, backend=BACKEND, kv_page_size=16, inductor=False)
     via_pass = generate_dense_cache(compiled, noise, text, steps=2)
 
     cfg = model.cfg
     cache = ChunkKVCache(cfg.num_layers, 2, cfg.num_heads, cfg.head_dim, num_pages=64, page_size=16, device=DEVICE)
-    explicit = generate_cached(nvfp4.compile(model, backend=BACKEND), noise, text, cache, steps=2)
+    explicit = generate_cached(nvfp4.compile(model, backend=BACKEND, inductor=False), noise, text, cache, steps=2)
     for a, b in zip(via_pass, explicit):  # the same kernels on both sides: fp32 noise (GPU: fp16 P in both)
         assert (a - b).norm() / b.norm() < 1e-5
 

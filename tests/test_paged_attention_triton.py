@@ -193,10 +193,12 @@ def test_bad_tile_names_the_argument(tile):
                               cache.v_global, table, fills, npages, tile=tile)
 
 
-@pytest.mark.parametrize("page,tile,splits", [(64, (16, 32, 4, 1), 2), (64, (64, 64, 4, 1), 2), (16, None, 64)])
+@pytest.mark.parametrize("page,tile,splits", [(64, (16, 32, 4, 1), 2), (64, (64, 64, 4, 1), 2), (16, None, 64),
+                                             (16, None, 150)])
 def test_split_combine(page, tile, splits):
-    """Partials of 2 or 64 page splits merged by ``combine_splits_kernel`` (64: more than one
-    block of SPLIT_BLOCK partials, some splits empty), with sub-page and whole-page tiles."""
+    """Partials of 2, 64 or 150 page splits merged by ``combine_splits_kernel`` (64: one full block
+    of SPLIT_BLOCK partials; 150: three blocks, the running max carried across them; both with
+    empty splits), with sub-page and whole-page tiles."""
     cache = _cache(page, 2, 64, (100, 29, 70, 300, 200), 600)
     gen = torch.Generator().manual_seed(5)
     q = torch.randn(2, 3, 2, 64, generator=gen).to(DEVICE, torch.float16)
@@ -205,3 +207,97 @@ def test_split_combine(page, tile, splits):
     tattn.paged_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
                           cache.v_global, table, fills, npages, splits=splits, tile=tile, out=out)
     torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], None, None), atol=3e-3, rtol=1e-2)
+
+
+# --- the CUDA-core decode kernel (attention_decode.py): one query per program, fp32 dot products
+
+DECODE_CASES = [  # page, heads, dim, chunks (first = sink), window, Tq
+    (16, 2, 32, (20, 7, 33, 16), 48, 3),
+    (32, 1, 64, (3, 50, 50), 64, 1),
+]
+if ON_GPU:
+    DECODE_CASES += [(64, 12, 128, (4680, 4680, 4680), 9360, 1), (64, 12, 128, (4680, 4680, 4680), 9360, 4)]
+
+
+@pytest.mark.parametrize("page,heads,dim,chunks,window,tq", DECODE_CASES)
+@pytest.mark.parametrize("splits", [None, 1, 3, 64])
+def test_decode_kernel_matches_reference(page, heads, dim, chunks, window, tq, splits):
+    """fp32 q and output: equal to SDPA over the dequantized cache within fp32 accumulation order
+    (K/V decode exactly; nothing is rounded to fp16). 64 splits leave some splits empty."""
+    from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
+
+    cache = _cache(page, heads, dim, chunks, window)
+    q = torch.randn(2, tq, heads, dim, generator=torch.Generator().manual_seed(6)).to(DEVICE)
+    table, fills, npages = cache.page_tables([0, 1])
+    out = torch.full_like(q, float("nan"))  # poisoned: every element must be written
+    paged_decode_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                           cache.v_global, table, fills, npages, splits=splits, out=out)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out, _reference(q, cache, [0, 1], None, None), atol=2e-5, rtol=1e-4)
+
+
+def test_decode_kernel_rescales_when_the_max_jumps():
+    """Keys whose scores grow chunk by chunk (by far more than 2^8 in the softmax weights), so the
+    lazily rescaled state must move its reference max inside one split and across splits."""
+    from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
+
+    gen = torch.Generator().manual_seed(9)
+    cache = PagedNVFP4Cache(40, 16, 2, 32, device=DEVICE)
+    cache.add_sequence(0)
+    q = torch.randn(1, 2, 2, 32, generator=gen)
+    for growth in (0.5, 2.0, 8.0, 1.0):  # the last chunk falls back below the max
+        k = q[0, :1].expand(40, 2, 32) * growth + torch.randn(40, 2, 32, generator=gen)
+        cache.append(0, k.contiguous().to(DEVICE), torch.randn(40, 2, 32, generator=gen).to(DEVICE))
+    q = q.to(DEVICE)
+    table, fills, npages = cache.page_tables([0])
+    want = _reference(q, cache, [0], None, None)
+    for splits in (1, 2, 5):
+        out = paged_decode_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                                     cache.v_global, table, fills, npages, splits=splits)
+        torch.testing.assert_close(out, want, atol=2e-5, rtol=1e-4)
+
+
+def test_decode_kernel_rounds_output_once_to_q_dtype():
+    from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
+
+    cache = _cache(16, 2, 32, (20, 7, 33), 48)
+    q32 = torch.randn(2, 2, 2, 32, generator=torch.Generator().manual_seed(7)).to(DEVICE)
+    q16 = q32.half()
+    table, fills, npages = cache.page_tables([0, 1])
+    args = (cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global, table, fills, npages)
+    out16 = paged_decode_attention(q16, *args, splits=2)
+    want = paged_decode_attention(q16.float(), *args, splits=2)  # same inputs, fp32 out
+    assert out16.dtype == torch.float16
+    assert torch.equal(out16, want.half())
+
+
+@pytest.mark.parametrize("tile", [(24, 1), (32, 1), (16, 3), (16,), "16x1"])
+def test_decode_kernel_bad_tile_names_the_argument(tile):
+    from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
+
+    cache = _cache(16, 2, 32, (20, 9), None)  # page size 16: BLOCK_N 32 does not divide it
+    q = torch.randn(2, 1, 2, 32, device=DEVICE)
+    table, fills, npages = cache.page_tables([0, 1])
+    with pytest.raises(ValueError, match="tile"):
+        paged_decode_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                               cache.v_global, table, fills, npages, tile=tile)
+
+
+def test_dispatch_takes_decode_kernel_for_few_queries_without_fresh_kv(monkeypatch):
+    import nvfp4_compiler.paged_attention as pa
+    from nvfp4_compiler.backends.triton import attention_decode
+
+    calls = []
+    real = attention_decode.paged_decode_attention
+    monkeypatch.setattr(attention_decode, "paged_decode_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = _cache(16, 2, 32, (20, 9), None)
+    gen = torch.Generator().manual_seed(8)
+    fresh = tuple(torch.randn(2, 3, 2, 32, generator=gen).to(DEVICE, torch.float16) for _ in range(2))
+    for tq, new, want_vector in ((pa.VECTOR_MAX_QUERIES, None, True), (pa.VECTOR_MAX_QUERIES + 1, None, False),
+                                 (1, fresh, False)):
+        q = torch.randn(2, tq, 2, 32, generator=gen).to(DEVICE, torch.float16)
+        calls.clear()
+        out = paged_attention(q, cache, [0, 1], *(new or (None, None)), backend="triton")
+        assert bool(calls) == want_vector, (tq, new is not None)
+        torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], *(new or (None, None))),
+                                   atol=3e-3, rtol=1e-2)
