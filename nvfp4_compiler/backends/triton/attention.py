@@ -51,6 +51,18 @@ def _page_tile(data_ptr, scale_ptr, page, head, tok, tok_ok, H, S, D: tl.constex
 
 
 @triton.jit
+def _page_entry(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, h, H, MAX_PAGES, qk_scale):
+    """Logical page ``i`` of row ``b``: its physical page, tokens stored on it, and the multipliers
+    that turn decoded K tiles into log2-domain scores and decoded V tiles into values (the page's
+    FP32 decode scale for head ``h``, undoing ``decode_nvfp4_tile``'s 2^-7)."""
+    page = tl.load(table_ptr + b * MAX_PAGES + i).to(tl.int64)
+    fill = tl.load(fills_ptr + b * MAX_PAGES + i)
+    k_mult = tl.load(kg_ptr + page * H + h) * (qk_scale * DECODED_TILE_UNSCALE)
+    v_mult = tl.load(vg_ptr + page * H + h) * DECODED_TILE_UNSCALE
+    return page, fill, k_mult, v_mult
+
+
+@triton.jit
 def _fold(m_i, l_i, acc_e, acc_o, s, v_e, v_o, v_mult):
     """Online softmax: fold scores ``s`` (log2 domain, masked = -inf) and values into the state."""
     m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -89,10 +101,7 @@ def paged_attention_kernel(
     first = split * PAGES_PER_SPLIT
     last = tl.minimum(first + PAGES_PER_SPLIT, tl.load(npages_ptr + b))
     for i in range(first, last):
-        page = tl.load(table_ptr + b * MAX_PAGES + i).to(tl.int64)
-        fill = tl.load(fills_ptr + b * MAX_PAGES + i)
-        k_mult = tl.load(kg_ptr + page * H + h) * (qk_scale * DECODED_TILE_UNSCALE)
-        v_mult = tl.load(vg_ptr + page * H + h) * DECODED_TILE_UNSCALE
+        page, fill, k_mult, v_mult = _page_entry(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, h, H, MAX_PAGES, qk_scale)
         # a static inner loop (unrolled) keeps the page loop a single loop the compiler pipelines
         for t0 in tl.static_range(0, S, BLOCK_N):
             tok = t0 + tl.arange(0, BLOCK_N)
@@ -165,6 +174,16 @@ def combine_splits_kernel(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_ptr, Tq, H, BH, SP
     b, h = pid_bh // H, pid_bh % H
     o = out_ptr + b.to(tl.int64) * s_ob + row.to(tl.int64) * s_ot + h * s_oh + d
     tl.store(o, (acc / l_run).to(out_ptr.dtype.element_ty))
+
+
+def split_workspace(splits: int, rows: int, tq: int, d: int, device):
+    """fp32 partials (max, sum, acc) of ``splits`` page splits for ``rows`` (sequence, head) pairs
+    of ``tq`` queries; one-element placeholders when nothing is split."""
+    if splits <= 1:
+        ws = torch.empty(1, device=device)
+        return ws, ws, ws
+    ws_m = torch.empty(splits, rows, tq, device=device)
+    return ws_m, torch.empty_like(ws_m), torch.empty(splits, rows, tq, d, device=device)
 
 
 def combine_splits(ws_m, ws_l, ws_acc, out, splits: int):
@@ -245,12 +264,7 @@ def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
     splits = choose_splits(m_tiles * b * h, max_pages, q.device, min(tq, block_m), page_size) \
         if splits is None else splits
     pages_per_split = triton.cdiv(max(max_pages, 1), splits)
-    if splits > 1:
-        ws_m = torch.empty(splits, b * h, tq, device=q.device)
-        ws_l = torch.empty_like(ws_m)
-        ws_acc = torch.empty(splits, b * h, tq, d, device=q.device)
-    else:
-        ws_m = ws_l = ws_acc = torch.empty(1, device=q.device)
+    ws_m, ws_l, ws_acc = split_workspace(splits, b * h, tq, d, q.device)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     paged_attention_kernel[(m_tiles, b * h, splits)](
         q, out, k_data, k_scale.view(torch.uint8), k_global, v_data, v_scale.view(torch.uint8), v_global,

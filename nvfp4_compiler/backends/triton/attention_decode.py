@@ -31,8 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention import INTERPRET, LOG2E, _num_sms, _page_tile, combine_splits
-from .numerics import DECODED_TILE_UNSCALE
+from .attention import INTERPRET, LOG2E, _num_sms, _page_entry, _page_tile, combine_splits, split_workspace
 
 
 #: The lazily rescaled softmax state lets weights grow to 2^RESCALE_LOG2 before it rescales.
@@ -62,10 +61,7 @@ def paged_decode_kernel(
     first = split * PAGES_PER_SPLIT
     last = tl.minimum(first + PAGES_PER_SPLIT, tl.load(npages_ptr + b))
     for i in range(first, last):
-        page = tl.load(table_ptr + b * MAX_PAGES + i).to(tl.int64)
-        fill = tl.load(fills_ptr + b * MAX_PAGES + i)
-        k_mult = tl.load(kg_ptr + page * H + h) * (qk_scale * DECODED_TILE_UNSCALE)
-        v_mult = tl.load(vg_ptr + page * H + h) * DECODED_TILE_UNSCALE
+        page, fill, k_mult, v_mult = _page_entry(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, h, H, MAX_PAGES, qk_scale)
         for t0 in tl.static_range(0, S, BLOCK_N):
             tok = t0 + tl.arange(0, BLOCK_N)
             tok_ok = tok < fill
@@ -148,12 +144,7 @@ def paged_decode_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_glob
     max_pages = table.shape[1]
     splits = choose_decode_splits(tq * b * h, max_pages, q.device) if splits is None else splits
     pages_per_split = triton.cdiv(max(max_pages, 1), splits)
-    if splits > 1:
-        ws_m = torch.empty(splits, b * h, tq, device=q.device)
-        ws_l = torch.empty_like(ws_m)
-        ws_acc = torch.empty(splits, b * h, tq, d, device=q.device)
-    else:
-        ws_m = ws_l = ws_acc = torch.empty(1, device=q.device)
+    ws_m, ws_l, ws_acc = split_workspace(splits, b * h, tq, d, q.device)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     paged_decode_kernel[(tq, b * h, splits)](
         q, out, k_data, k_scale.view(torch.uint8), k_global, v_data, v_scale.view(torch.uint8), v_global,
