@@ -74,13 +74,13 @@ def _row(label, r):
             r["rel_err_vs_sdpa"]["in_register"], r["rel_err_vs_sdpa"].get("vector", "-"), r["rel_err_vs_sdpa"]["scratch"]]
 
 
-def auto_route(tq: int, with_new: bool) -> str:
+def auto_route(tq: int, fresh_tokens: int) -> str:
     """The route ``nvfp4_compiler.paged_attention`` picks for this call (its "auto" strategy)."""
-    from nvfp4_compiler.paged_attention import SCRATCH_MIN_QUERIES, VECTOR_MAX_QUERIES
+    from nvfp4_compiler.paged_attention import SCRATCH_MIN_FRESH, SCRATCH_MIN_QUERIES, VECTOR_MAX_QUERIES
 
-    if tq >= SCRATCH_MIN_QUERIES or with_new:
+    if tq >= SCRATCH_MIN_QUERIES or fresh_tokens >= SCRATCH_MIN_FRESH:
         return "scratch"
-    return "vector" if tq <= VECTOR_MAX_QUERIES else "in_register"
+    return "vector" if tq <= VECTOR_MAX_QUERIES and not fresh_tokens else "in_register"
 
 
 class Workload:
@@ -156,7 +156,7 @@ def run_model(model: str) -> list[dict]:
         q, new = w.inputs(tq, kind == "chunk")
         fns = w.routes(q, new)
         ref = fns["sdpa_bf16"](0).float()
-        auto = auto_route(tq, new is not None)
+        auto = auto_route(tq, 0 if new is None else new[0].shape[1])
         routes = [r for r in ("in_register", "vector", "scratch") if r in fns]
         gpu = {"sdpa_bf16": bench_graph_ms(fns["sdpa_bf16"], replays=5),
                **{f"nvfp4_{r}": bench_graph_ms(fns[r], replays=5) for r in routes}}
