@@ -74,15 +74,6 @@ def _row(label, r):
             r["rel_err_vs_sdpa"]["in_register"], r["rel_err_vs_sdpa"].get("vector", "-"), r["rel_err_vs_sdpa"]["scratch"]]
 
 
-def auto_route(tq: int, fresh_tokens: int) -> str:
-    """The route ``nvfp4_compiler.paged_attention`` picks for this call (its "auto" strategy)."""
-    from nvfp4_compiler.paged_attention import SCRATCH_MIN_FRESH, SCRATCH_MIN_QUERIES, VECTOR_MAX_QUERIES
-
-    if tq >= SCRATCH_MIN_QUERIES or fresh_tokens >= SCRATCH_MIN_FRESH:
-        return "scratch"
-    return "vector" if tq <= VECTOR_MAX_QUERIES and not fresh_tokens else "in_register"
-
-
 class Workload:
     """One model's cache, page tables, bf16 twin of the cache, and the attention routes over them."""
 
@@ -149,6 +140,8 @@ def _rel_err(out, ref):
 
 
 def run_model(model: str) -> list[dict]:
+    from nvfp4_compiler.paged_attention import auto_route
+
     w = Workload(model)
     bf16_bytes = 2 * w.k_bf16.numel() * w.k_bf16.element_size()
     results = []

@@ -123,6 +123,15 @@ def _use_triton(backend: str, q: torch.Tensor, cache: PagedNVFP4Cache) -> bool:
                      f"(>= 16 and >= 32), got {cache.page_size} and {cache.head_dim}")
 
 
+def auto_route(tq: int, fresh_tokens: int) -> str:
+    """The Triton route "auto" takes for ``tq`` queries and ``fresh_tokens`` fresh K/V tokens, where
+    every route applies: "scratch" (decode + flash SDPA), "vector" (the single-query CUDA-core
+    kernel) or "in_register" (the tensor-core kernel)."""
+    if tq >= SCRATCH_MIN_QUERIES or fresh_tokens >= SCRATCH_MIN_FRESH:
+        return "scratch"
+    return "vector" if tq <= VECTOR_MAX_QUERIES and not fresh_tokens else "in_register"
+
+
 def _scratch_applies(q, cache, seqs, strategy: str, fresh_tokens: int) -> bool:
     """Whether to decode to a scratch tensor + SDPA (see ``paged_attention``'s ``strategy``)."""
     if strategy == "in_register":
@@ -134,8 +143,7 @@ def _scratch_applies(q, cache, seqs, strategy: str, fresh_tokens: int) -> bool:
         problems.append("the sequences hold different token counts")
     if strategy == "scratch" and problems:
         raise ValueError(f"strategy: 'scratch' does not apply here: {'; '.join(problems)}")
-    large = q.shape[1] >= SCRATCH_MIN_QUERIES or fresh_tokens >= SCRATCH_MIN_FRESH
-    return not problems and (strategy == "scratch" or large)
+    return not problems and (strategy == "scratch" or auto_route(q.shape[1], fresh_tokens) == "scratch")
 
 
 def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
@@ -145,8 +153,9 @@ def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
 
     table, fills, npages = cache.page_tables(seqs, q.device)
     pages = (cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global, table, fills)
-    if _scratch_applies(q, cache, seqs, strategy, 0 if k_new is None else k_new.shape[1]):
+    fresh_tokens = 0 if k_new is None else k_new.shape[1]
+    if _scratch_applies(q, cache, seqs, strategy, fresh_tokens):
         return scratch_attention(q, *pages, cache.length(seqs[0]), k_new, v_new, scale)
-    if k_new is None and q.shape[1] <= VECTOR_MAX_QUERIES:
+    if auto_route(q.shape[1], fresh_tokens) == "vector":
         return paged_decode_attention(q, *pages, npages, scale)
     return tensor_core_kernel(q, *pages, npages, k_new, v_new, scale)

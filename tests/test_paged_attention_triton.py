@@ -283,6 +283,18 @@ def test_decode_kernel_bad_tile_names_the_argument(tile):
                                cache.v_global, table, fills, npages, tile=tile)
 
 
+def test_decode_kernel_refuses_geometry_it_cannot_tile():
+    from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
+
+    odd = PagedNVFP4Cache(8, 12, 2, 32, device=DEVICE)  # page size 12: not a power of two
+    odd.add_sequence(0)
+    odd.append(0, torch.randn(5, 2, 32, device=DEVICE), torch.randn(5, 2, 32, device=DEVICE))
+    table, fills, npages = odd.page_tables([0])
+    with pytest.raises(ValueError, match="page_size"):
+        paged_decode_attention(torch.randn(1, 1, 2, 32, device=DEVICE), odd.k_data, odd.k_scale, odd.k_global,
+                               odd.v_data, odd.v_scale, odd.v_global, table, fills, npages)
+
+
 def test_dispatch_takes_decode_kernel_for_few_queries_without_fresh_kv(monkeypatch):
     import nvfp4_compiler.paged_attention as pa
     from nvfp4_compiler.backends.triton import attention_decode

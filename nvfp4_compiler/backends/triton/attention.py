@@ -35,8 +35,6 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 LOG2E = 1.4426950408889634
 
 
-
-
 @triton.jit
 def _page_tile(data_ptr, scale_ptr, page, head, tok, tok_ok, H, S, D: tl.constexpr, BLOCK_N: tl.constexpr):
     """Even and odd head_dim elements of tokens ``tok`` of ``page`` (one head), fp16 [BLOCK_N, D/2]
@@ -235,6 +233,13 @@ def _check_tile(tile, page_size: int) -> tuple[int, int, int, int]:
     return block_m, block_n, warps, stages
 
 
+def check_geometry(page_size: int, head_dim: int) -> None:
+    """Raise unless the kernels take this cache geometry (``supports``)."""
+    if not supports(page_size, head_dim):
+        raise ValueError(f"page_size, head_dim: the Triton kernels need powers of two >= 16 and >= 32, "
+                         f"got {page_size} and {head_dim}")
+
+
 def supports(page_size: int, head_dim: int) -> bool:
     """Whether the kernel takes this cache geometry (tile shapes must be powers of two)."""
     return page_size >= 16 and not page_size & (page_size - 1) and head_dim >= 32 and not head_dim & (head_dim - 1)
@@ -248,9 +253,7 @@ def paged_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
     ``tile`` = (BLOCK_M, BLOCK_N, num_warps, num_stages) overrides ``default_tile`` (tuning)."""
     b, tq, h, d = q.shape
     page_size = k_data.shape[1]
-    if not supports(page_size, d):
-        raise ValueError(f"page_size, head_dim: the Triton kernel needs powers of two >= 16 and >= 32, "
-                         f"got {page_size} and {d}")
+    check_geometry(page_size, d)
     q = q if q.stride(-1) == 1 else q.contiguous()
     out = torch.empty_like(q) if out is None else out
     has_new = k_new is not None

@@ -31,7 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention import INTERPRET, LOG2E, _num_sms, _page_entry, _page_tile, combine_splits, split_workspace
+from .attention import (INTERPRET, LOG2E, _num_sms, _page_entry, _page_tile, check_geometry, combine_splits,
+                        split_workspace)
 
 
 #: The lazily rescaled softmax state lets weights grow to 2^RESCALE_LOG2 before it rescales.
@@ -138,6 +139,7 @@ def paged_decode_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_glob
     overrides ``default_decode_tile`` (tuning)."""
     b, tq, h, d = q.shape
     page_size = k_data.shape[1]
+    check_geometry(page_size, d)
     q = q if q.stride(-1) == 1 else q.contiguous()
     out = torch.empty_like(q) if out is None else out
     block_n, warps = default_decode_tile(page_size) if tile is None else _check_decode_tile(tile, page_size)
