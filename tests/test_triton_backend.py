@@ -4,11 +4,16 @@ with NVFP4_TEST_ON_GPU=1 on a CUDA machine the same tests run compiled, plus lar
 
 import os
 
+import ml_dtypes
+import numpy as np
 import pytest
 import torch
+import triton
+import triton.language as tl
 
 import nvfp4_compiler as nvfp4
 from nvfp4_compiler.backends import reference
+from nvfp4_compiler.backends.triton import numerics
 from nvfp4_compiler.backends.triton import gemm as tgemm
 from nvfp4_compiler.backends.triton import quantize as tquant
 
@@ -78,6 +83,17 @@ def test_quantize_edge_cases_bit_identical():
     _assert_same_as_reference(torch.randn(4, 32, device=DEVICE), amax=0.0)
 
 
+def test_quantize_autotuner_keeps_only_tiles_that_hold_whole_16x16_scale_tiles():
+    """The GPU's tile list includes row counts under 16 (wide rows for 1x16 blocks); 16x16 blocks
+    must never get them (their amax is reduced over 16 rows of one program)."""
+    configs = [triton.Config({"BLOCK_R": r, "BLOCK_K": k}, num_warps=w) for r, k, w in tquant.GPU_TILES]
+    assert any(c.kwargs["BLOCK_R"] < 16 for c in configs)
+    square = tquant._prune(configs, {"K": 4096}, TILE_ROWS=16)
+    assert square and all(c.kwargs["BLOCK_R"] % 16 == 0 for c in square)
+    assert len(tquant._prune(configs, {"K": 4096}, TILE_ROWS=1)) == len(configs)
+    assert all(c.kwargs["BLOCK_K"] <= 64 for c in tquant._prune(configs, {"K": 50}, TILE_ROWS=1))
+
+
 @pytest.mark.parametrize("shape", [(3, 20), (17, 64), (40, 130)] + ([(1024, 4096), (1536, 4680)] if ON_GPU else []))
 @pytest.mark.parametrize("rht,seed", [(True, None), (False, 12345), (True, 2**63 + 99)])
 @pytest.mark.parametrize("transposed", [False, True])
@@ -109,6 +125,38 @@ def test_stochastic_draws_depend_on_seed_and_rht_amax_is_the_transformed_one():
     assert torch.equal(tquant.tensor_amax(x, rht=True).cpu().view(()), want)
 
 
+@triton.jit
+def _encode_and_pack_kernel(v_ptr, codes_ptr, words_ptr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    codes = numerics.e2m1_encode(tl.load(v_ptr + offs))
+    tl.store(codes_ptr + offs, codes)
+    words = numerics.pack_codes_words(tl.reshape(codes, (1, BLOCK // 8, 8)))
+    word_offs = tl.program_id(0) * (BLOCK // 8) + tl.arange(0, BLOCK // 8)
+    tl.store(words_ptr + word_offs[None, :], words)
+
+
+def test_e2m1_encoder_and_word_packing_match_ml_dtypes_and_the_reference():
+    """The kernels' bit-pattern encoder on a dense grid, every tie, one ulp either side of every
+    tie and grid point, huge values (saturation) and signed zeros and subnormals; the word
+    packing against the reference's byte packing."""
+    points = np.array([0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6], np.float32)
+    near = np.concatenate([points, np.nextafter(points, np.float32(-1)), np.nextafter(points, np.float32(10))])
+    values = np.concatenate([np.linspace(0, 6, 2**16 - 3 * points.size - 5, dtype=np.float32), near,
+                             np.array([1e-45, 1e-38, 6.0001, 1e30, 3e38], np.float32)])
+    values = np.concatenate([values, -values])  # 2^17 values; -0.0 among them
+    v = torch.from_numpy(values).to(DEVICE)
+    codes = torch.full(v.shape, -1, dtype=torch.int32, device=DEVICE)
+    words = torch.full((v.numel() // 8,), -1, dtype=torch.int32, device=DEVICE)
+    _encode_and_pack_kernel[(v.numel() // 1024,)](v, codes, words, BLOCK=1024)
+    ours = codes.cpu().numpy()
+    in_range = np.abs(values) <= 6
+    theirs = values[in_range].astype(ml_dtypes.float4_e2m1fn).view(np.uint8) & 0x0F
+    np.testing.assert_array_equal(ours[in_range], theirs)
+    np.testing.assert_array_equal(ours, nvfp4.format.e2m1_encode(torch.from_numpy(values)).numpy())
+    packed = nvfp4.format.pack_nibbles(torch.from_numpy(ours).to(torch.uint8))
+    assert torch.equal(words.cpu().view(torch.uint8), packed)
+
+
 def test_quantize_non_contiguous_and_amax_kernel():
     x = torch.randn(64, 48, device=DEVICE).T
     _assert_same_as_reference(x)
@@ -125,6 +173,7 @@ def _operands(lead, n, k, seed=0):
 GEMM_CASES = [
     # lead, n, k, activation, bias, gate shape (None / broadcast), residual, out dtype
     ((1,), 32, 64, "none", False, None, False, torch.float32),
+    ((1,), 40, 160, "gelu_tanh", True, None, True, torch.bfloat16),    # GEMV, K split in 5
     ((7,), 40, 48, "gelu_tanh", True, None, False, torch.float32),
     ((33,), 64, 80, "silu", True, None, True, torch.bfloat16),
     ((2, 9), 48, 96, "gelu", True, (2, 1, 48), True, torch.bfloat16),
@@ -132,13 +181,18 @@ GEMM_CASES = [
 ]
 if ON_GPU:
     GEMM_CASES += [((1,), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16),
+                   ((1,), 1536, 8960, "none", True, (1, 1536), True, torch.bfloat16),
                    ((64,), 1536, 8960, "none", True, (1, 1536), True, torch.bfloat16),
                    ((4680,), 1536, 1536, "none", True, None, True, torch.bfloat16),
                    ((1, 4680), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16)]
 
 
-@pytest.mark.parametrize("lead,n,k,act,has_bias,gate_shape,has_res,dtype", GEMM_CASES)
-@pytest.mark.parametrize("path", ["auto", "split3", "dense"])
+# Every case on every kernel that takes it: "vector" (the GEMV kernel) takes one row.
+GEMM_PATHS = [(*case, path) for case in GEMM_CASES for path in ("auto", "split3", "dense", "vector")
+              if path != "vector" or torch.Size(case[0]).numel() == 1]
+
+
+@pytest.mark.parametrize("lead,n,k,act,has_bias,gate_shape,has_res,dtype,path", GEMM_PATHS)
 def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, dtype, path):
     args = _operands(lead, n, k)
     gen = torch.Generator().manual_seed(5)
@@ -147,7 +201,7 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
     res = torch.randn(*lead, n, generator=gen).to(DEVICE, dtype) if has_res else None
     m = int(torch.Size(lead).numel())
     out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)  # poisoned: every element must be written
-    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}}[path]
+    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}, "vector": {"vector": True}}[path]
     got, amax = tgemm.gemm(*args, bias, act, gate, res, dtype, out=out, **force)
     want, want_amax = reference.gemm_op(*args, bias, act, gate, res, dtype)
     assert got.shape == want.shape
@@ -156,6 +210,7 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
     err = (got.float() - want.float()).norm() / want.float().norm()
     assert err < tol, err
     assert torch.allclose(amax, want_amax, rtol=tol)
+    assert amax.data_ptr() % 16 == 0  # Inductor asserts 16-byte aligned outputs of the op
 
 
 def test_compiled_tiny_model_on_triton_equals_reference_backend():

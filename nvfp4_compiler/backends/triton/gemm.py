@@ -240,6 +240,9 @@ DENSE_MIN_M = 512
 
 def strategy_for(m: int) -> str:
     """Which kernel a GEMM with ``m`` rows gets (the report shows it)."""
+    from .gemv import GEMV_MAX_M
+    if m <= GEMV_MAX_M:
+        return "GEMV on CUDA cores: NVFP4 weight tiles decoded once in registers, fp32 FMAs, split-K, fused epilogue"
     if m >= DENSE_MIN_M:
         return "decoded operands: NVFP4 -> exact fp16 once per call, dense fp16 tensor-core GEMM, fused epilogue"
     return "in-register decode of NVFP4 tiles, fp16 tensor-core MMA, fused epilogue" + (
@@ -282,10 +285,13 @@ def _as_btn(t: torch.Tensor | None, out_shape: torch.Size, device) -> tuple[torc
 
 
 def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, residual, out_dtype,
-         *, split_k: int | None = None, dense: bool | None = None, out: torch.Tensor | None = None):
+         *, split_k: int | None = None, dense: bool | None = None, vector: bool | None = None,
+         out: torch.Tensor | None = None):
     """Same contract as ``backends.reference.gemm_op``. ``split_k`` forces the in-register kernel
-    with that split, ``dense`` forces (or forbids) the decoded-operand kernel, and ``out``
-    ([M, N] of ``out_dtype``) receives the result (tests poison it first)."""
+    with that split, ``dense`` forces (or forbids) the decoded-operand kernel, ``vector`` the
+    GEMV kernel (M = 1; with ``split_k``, that split), and ``out`` ([M, N] of ``out_dtype``)
+    receives the result (tests poison it first)."""
+    from .gemv import GEMV_MAX_M, gemv  # gemv.py builds on this module's device functions
     lead = a_data.shape[:-1]
     kp = a_data.shape[-1] * 2
     n = w_data.shape[0]
@@ -298,15 +304,20 @@ def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, r
         if out_shape[:-1].numel() != m:  # epilogue operands that enlarge the output: not a GEMM epilogue
             raise ValueError(f"gate/residual: broadcast shape {tuple(out_shape)} does not match {m} GEMM rows")
     out = torch.empty(m, n, dtype=out_dtype, device=device) if out is None else out
-    amax = torch.zeros(1, dtype=torch.float32, device=device)
     if m == 0:
-        return out.view(out_shape), amax.view(())
+        return out.view(out_shape), torch.zeros((), dtype=torch.float32, device=device)
     gate_v, gs = _as_btn(gate, out_shape, device)
     res_v, rs = _as_btn(residual, out_shape, device)
     t_rows = out_shape[-2] if len(out_shape) > 1 else 1
     bias_t = bias if bias is not None else torch.empty(1, device=device)
     flags = dict(ACT=ACTIVATION_IDS[activation], HAS_BIAS=bias is not None, HAS_GATE=gate is not None,
                  HAS_RES=residual is not None, WANT_AMAX=True)
+    if vector if vector is not None else (m <= GEMV_MAX_M and split_k is None and not dense):
+        amax = gemv(a2, a_scale.view(torch.uint8).reshape(-1, kp // 16), a_gs.reshape(1), w_data,
+                    w_scale.view(torch.uint8), w_gs.reshape(1), bias_t, gate_v, gs, res_v, rs, t_rows, out, flags,
+                    split_k=split_k)
+        return out.view(out_shape), amax.view(())
+    amax = torch.zeros(1, dtype=torch.float32, device=device)
     if dense if dense is not None else (m >= DENSE_MIN_M and split_k is None):
         a16, w16 = decode_to_f16(a2, a_scale.reshape(-1, kp // 16)), decode_to_f16(w_data, w_scale)
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731

@@ -42,12 +42,32 @@ def round_to_e4m3(b):
 
 @triton.jit
 def e2m1_encode(v):
-    """E2M1 codes (int32, 0..15) of fp32 ``v`` already clamped to [-6, 6]; sign from the sign bit."""
-    a = tl.abs(v)
-    idx = (a > 0.25).to(tl.int32) + (a >= 0.75).to(tl.int32) + (a > 1.25).to(tl.int32)
-    idx += (a >= 1.75).to(tl.int32) + (a > 2.5).to(tl.int32) + (a >= 3.5).to(tl.int32) + (a > 5.0).to(tl.int32)
-    sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
-    return idx | (sign << 3)
+    """E2M1 codes (int32, 0..15) of fp32 ``v``, saturating at +-6; sign from the sign bit.
+
+    Nearest-even on the fp32 bit pattern instead of seven threshold compares (the quantize kernel
+    is bound by instructions per element: 41 -> 26 PTX instructions per element with the word
+    packing below):
+    |v| < 1: 2|v| + 2^23 rounds 2|v| to an integer q in the low mantissa bits; q is the code
+    (0, 1 = 0.5, 2 = 1.0). |v| >= 1: keeping one of the 23 mantissa bits, ties to even, leaves
+    exponent and mantissa as 254..259 for 1.0..6.0, i.e. the code (2..7) + 252; the - 252 is
+    folded into the rounding constant (252 << 22 = 0x3F000000).
+    (A variant extracting both candidates with & 7 measured 2-4% slower on the H100.)
+    """
+    a = tl.minimum(tl.abs(v), 6.0)
+    small = (a * 2.0 + 8388608.0).to(tl.int32, bitcast=True) - 0x4B000000
+    u = a.to(tl.int32, bitcast=True)
+    normal = (u + (0x1FFFFF - 0x3F000000) + ((u >> 22) & 1)) >> 22
+    sign = (v.to(tl.int32, bitcast=True) >> 28) & 8
+    return tl.where(a < 1.0, small, normal) | sign
+
+
+@triton.jit
+def pack_codes_words(codes):
+    """int32 E2M1 codes [..., 8] -> int32 words [...], code j in bits 4j..4j+3: on a
+    little-endian GPU a word's bytes are the spec's packing (element 2i in the low nibble of
+    byte i), so a thread holding 8 neighbouring codes writes them in one store."""
+    shifted = codes << (4 * tl.arange(0, 8))
+    return tl.sum(shifted, axis=len(codes.shape) - 1)  # disjoint nibbles: the sum is the bitwise or
 
 
 # Packed-register decode (below) on a real GPU; the interpreter cannot run PTX.

@@ -4,7 +4,8 @@ Operands (R rows = all leading dims, K the last dim, Kp = K rounded up to 16):
     x       [R, K]      fp32 / bf16 / fp16, any strides: row-major, or a transposed view (the
                         wgrad operands quantize x^T along tokens without a transposed copy)
     amax    [1]         fp32: given (static or from the producing GEMM) or reduced by `amax_kernel`
-    data    [R, Kp/2]   uint8   two E2M1 codes per byte, element 2i in the low nibble
+    data    [R, Kp/2]   uint8   two E2M1 codes per byte, element 2i in the low nibble (the kernel
+                                writes it as int32 words [R, Kp/8], eight codes per word)
     scale   [R, Kp/16]  uint8   E4M3 bit patterns (viewed as float8_e4m3fn by the caller)
     s_dec   [1]         fp32    per-tensor decode scale
 Blocks are 1x16 (TILE_ROWS=1) or 16x16 (TILE_ROWS=16: every row stores its tile's scale).
@@ -18,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import (FLT_MAX, R6, e2m1_encode, e2m1_encode_stochastic, encode_scale, rht16,
-                       round_to_e4m3, rounding_uniform)
+from .numerics import (FLT_MAX, R6, e2m1_encode, e2m1_encode_stochastic, encode_scale, pack_codes_words,
+                       rht16, round_to_e4m3, rounding_uniform)
 
 
 @triton.jit
@@ -36,16 +37,22 @@ def amax_kernel(x_ptr, amax_ptr, R, K, stride_r, stride_k, RHT: tl.constexpr, BL
     tl.atomic_max(amax_ptr, tl.max(tl.max(tl.abs(x), axis=1), axis=0))
 
 
+#: (BLOCK_R, BLOCK_K, warps) the autotuner tries on a GPU.
+GPU_TILES = [(16, 128, 4), (32, 128, 4), (32, 256, 8), (64, 128, 8), (16, 256, 4), (64, 256, 8), (32, 512, 8),
+             (16, 512, 8), (32, 256, 4), (8, 1024, 8), (4, 2048, 8), (16, 1024, 8)]
+
+
 def _configs():
     if os.environ.get("TRITON_INTERPRET") == "1":
         return [triton.Config({"BLOCK_R": 16, "BLOCK_K": 64}, num_warps=4)]
-    return [triton.Config({"BLOCK_R": r, "BLOCK_K": k}, num_warps=w)
-            for r, k, w in [(16, 128, 4), (32, 128, 4), (32, 256, 8), (64, 128, 8), (16, 256, 4), (64, 256, 8)]]
+    return [triton.Config({"BLOCK_R": r, "BLOCK_K": k}, num_warps=w) for r, k, w in GPU_TILES]
 
 
 def _prune(configs, named_args, **kwargs):
+    """Tiles no wider than K, and whole 16x16 scale tiles (BLOCK_R a multiple of TILE_ROWS)."""
     kp = (named_args["K"] + 15) // 16 * 16
-    kept = [c for c in configs if c.kwargs["BLOCK_K"] <= max(16, kp)]
+    tile_rows = kwargs.get("TILE_ROWS", 1)
+    kept = [c for c in configs if c.kwargs["BLOCK_K"] <= max(16, kp) and c.kwargs["BLOCK_R"] % tile_rows == 0]
     return kept or [triton.Config({"BLOCK_R": 16, "BLOCK_K": 16 * triton.next_power_of_2(kp // 16)}, num_warps=4)]
 
 
@@ -60,10 +67,12 @@ def quantize_kernel(
     pid_r, pid_k = tl.program_id(0), tl.program_id(1)
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
-    # Padding columns (K..Kp) load as zeros, as the spec pads.
-    # A stride equal to 1 is specialized by Triton, so either layout loads coalesced along it.
+    # Padding columns (K..Kp) load as zeros, as the spec pads. A stride equal to 1 is specialized
+    # by Triton, so either layout loads coalesced along it (16 bytes per thread for bf16: a
+    # 16-block spans two threads, whose block amax is one shuffle).
     x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :] * stride_k,
-                mask=(rows[:, None] < R) & (cols[None, :] < K), other=0.0).to(tl.float32)
+                mask=(rows[:, None] < R) & (cols[None, :] < K), other=0.0,
+                eviction_policy="evict_first").to(tl.float32)  # streamed: each element is read once
 
     s_enc = encode_scale(tl.load(amax_ptr))
     s_dec = tl.math.div_rn(tl.full(s_enc.shape, 1.0, tl.float32), s_enc)
@@ -79,7 +88,7 @@ def quantize_kernel(
     b = tl.minimum(b, 448.0)
     b_bits, b_value = round_to_e4m3(b)
     e = tl.minimum(tl.math.div_rn(tl.full(b_value.shape, 1.0, tl.float32), b_value * s_dec), FLT_MAX)
-    scaled = tl.minimum(tl.maximum(blocks * e[:, :, None], -6.0), 6.0)
+    scaled = blocks * e[:, :, None]
     kp = (K + 15) // 16 * 16
     if STOCHASTIC:
         # The draw of element (row, col) of the padded tensor: index row * Kp + col, mod 2^32.
@@ -89,17 +98,16 @@ def quantize_kernel(
             lo, hi = (seed & 0xFFFFFFFF).to(tl.uint32), (seed >> 32).to(tl.uint32)
         else:
             lo, hi = seed_lo.to(tl.uint32), seed_hi.to(tl.uint32)
-        codes = e2m1_encode_stochastic(scaled, rounding_uniform(index, lo, hi))
+        codes = e2m1_encode_stochastic(tl.minimum(tl.maximum(scaled, -6.0), 6.0), rounding_uniform(index, lo, hi))
     else:
-        codes = e2m1_encode(scaled)
-    codes = tl.reshape(codes, (BLOCK_R, BLOCK_K // 2, 2))
-    low, high = tl.split(codes)
-    packed = (low | (high << 4)).to(tl.uint8)
+        codes = e2m1_encode(scaled)  # saturates at +-6 itself
 
+    # Eight codes per int32 word: each thread writes its 8 neighbouring codes in one 4-byte store.
+    words = pack_codes_words(tl.reshape(codes, (BLOCK_R, BLOCK_K // 8, 8)))
     row_ok = rows[:, None] < R
-    byte_cols = pid_k * (BLOCK_K // 2) + tl.arange(0, BLOCK_K // 2)
-    tl.store(data_ptr + rows[:, None] * (kp // 2) + byte_cols[None, :], packed,
-             mask=row_ok & (byte_cols[None, :] < kp // 2))
+    word_cols = pid_k * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)
+    tl.store(data_ptr + rows[:, None] * (kp // 8) + word_cols[None, :], words,
+             mask=row_ok & (word_cols[None, :] < kp // 8))
     scale_cols = pid_k * NB + tl.arange(0, NB)
     tl.store(scale_ptr + rows[:, None] * (kp // 16) + scale_cols[None, :], b_bits.to(tl.uint8),
              mask=row_ok & (scale_cols[None, :] < kp // 16))
@@ -155,8 +163,8 @@ def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, 
         grid = lambda meta: (triton.cdiv(rows, meta["BLOCK_R"]), triton.cdiv(kp, meta["BLOCK_K"]))  # noqa: E731
         in_memory = isinstance(seed, torch.Tensor)
         seed_lo, seed_hi = (0, 0) if seed is None or in_memory else (seed & 0xFFFFFFFF, seed >> 32)
-        quantize_kernel[grid](x2, amax, data, scale, s_dec, rows, k, *x2.stride(), seed_lo, seed_hi,
-                              seed if in_memory else amax, TILE_ROWS=tile_rows, RHT=rht,
+        quantize_kernel[grid](x2, amax, data.view(torch.int32), scale, s_dec, rows, k, *x2.stride(),
+                              seed_lo, seed_hi, seed if in_memory else amax, TILE_ROWS=tile_rows, RHT=rht,
                               STOCHASTIC=seed is not None, SEED_IN_MEMORY=in_memory)
     else:
         s_dec.fill_(1.0)
