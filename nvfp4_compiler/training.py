@@ -77,13 +77,23 @@ def _quantize_along_tokens(backend, t: torch.Tensor, recipe: Recipe, stochastic:
     return _quantize(backend, t.T, rht=recipe.rht_wgrad, stochastic=stochastic)
 
 
-def _weight_operands(backend, weight: torch.Tensor, recipe: Recipe) -> tuple[NVFP4Tensor, NVFP4Tensor]:
-    """(W for fprop, W^T for dgrad), each quantized along its GEMM's reduction dimension. With
-    16x16 tiles W^T is W's codes and tile scales moved; 1x16 blocks quantize W^T on its own."""
+def weight_for_fprop(backend, weight: torch.Tensor, recipe: Recipe) -> NVFP4Tensor:
+    """W quantized along K, for fprop (16x16 tiles or 1x16 blocks, as the recipe says)."""
+    return _quantize(backend, weight, (16, 16) if recipe.weight_tiles_2d else (1, 16))
+
+
+def weight_for_dgrad(backend, weight: torch.Tensor, recipe: Recipe, wq: NVFP4Tensor | None = None) -> NVFP4Tensor:
+    """W^T quantized along N, for dgrad. With 16x16 tiles it is W's codes and tile scales moved
+    (from ``wq`` when the caller has it); 1x16 blocks quantize W^T on its own."""
     if recipe.weight_tiles_2d:
-        wq = _quantize(backend, weight, (16, 16))
-        return wq, wq.transpose_tiles()
-    return _quantize(backend, weight), _quantize(backend, weight.T.contiguous())
+        return (wq if wq is not None else weight_for_fprop(backend, weight, recipe)).transpose_tiles()
+    return _quantize(backend, weight.T.contiguous())
+
+
+def _weight_operands(backend, weight: torch.Tensor, recipe: Recipe) -> tuple[NVFP4Tensor, NVFP4Tensor]:
+    """(W for fprop, W^T for dgrad), each quantized along its GEMM's reduction dimension."""
+    wq = weight_for_fprop(backend, weight, recipe)
+    return wq, weight_for_dgrad(backend, weight, recipe, wq)
 
 
 def _gemm_nt(backend, a: NVFP4Tensor, b: NVFP4Tensor, out_dtype: torch.dtype,

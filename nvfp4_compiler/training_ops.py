@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .backends.reference import ACTIVATIONS
 from .format import NVFP4Tensor
-from .training import Recipe, _gemm_nt, _weight_operands, backprop, fprop
+from .training import Recipe, _gemm_nt, backprop, fprop, weight_for_dgrad, weight_for_fprop
 
 
 def activation_backward(dz: torch.Tensor, y: torch.Tensor, activation: str) -> torch.Tensor:
@@ -59,8 +59,7 @@ def linear_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     recipe = _recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, kernels)
     x2 = x.reshape(-1, x.shape[-1])
     backend = recipe.backend(x2)
-    wq, _ = _weight_operands(backend, weight, recipe)
-    y, xq, xt = fprop(backend, x2, wq, bias, recipe)
+    y, xq, xt = fprop(backend, x2, weight_for_fprop(backend, weight, recipe), bias, recipe)
     z = ACTIVATIONS[activation](y).reshape(*x.shape[:-1], weight.shape[0])
     kept = (xq.data, xq.scale, xq.global_scale) if activation != "none" else _nothing(x)
     return z, xt.data, xt.scale, xt.global_scale, *kept
@@ -89,10 +88,12 @@ def linear_train_backward(dz: torch.Tensor, xt_data: torch.Tensor, xt_scale: tor
     n, k = weight.shape
     dz2 = dz.reshape(-1, n)
     backend = recipe.backend(dz2)
-    wq, wq_t = _weight_operands(backend, weight, recipe)
+    wq = None  # W for fprop: only a recompute of y needs it (and W^T may be derived from it)
     if activation != "none":  # y again, from the operands fprop used: the same bits as the forward's y
+        wq = weight_for_fprop(backend, weight, recipe)
         xq = NVFP4Tensor(xq_data, xq_scale, xq_global_scale, torch.Size([dz2.shape[0], k]))
         dz2 = activation_backward(dz2, _gemm_nt(backend, xq, wq, dz.dtype, bias), activation)
+    wq_t = weight_for_dgrad(backend, weight, recipe, wq)
     xt = NVFP4Tensor(xt_data, xt_scale, xt_global_scale, torch.Size([k, xt_data.shape[1] * 2]), (1, 16), rht_wgrad)
     dx, dw, db = backprop(backend, dz2, wq_t, xt, k, weight.dtype, bias is not None, recipe)
     db = db if db is not None else dz.new_empty(0)

@@ -49,6 +49,13 @@ def _page_tile(data_ptr, scale_ptr, page, head, tok, tok_ok, H, S, D: tl.constex
 
 
 @triton.jit
+def _split_pages(npages_ptr, b, split, PAGES_PER_SPLIT):
+    """[first, last) logical pages of row ``b`` that page split ``split`` walks (may be empty)."""
+    first = split * PAGES_PER_SPLIT
+    return first, tl.minimum(first + PAGES_PER_SPLIT, tl.load(npages_ptr + b))
+
+
+@triton.jit
 def _page_entry(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, h, H, MAX_PAGES, qk_scale):
     """Logical page ``i`` of row ``b``: its physical page, tokens stored on it, and the multipliers
     that turn decoded K tiles into log2-domain scores and decoded V tiles into values (the page's
@@ -96,8 +103,7 @@ def paged_attention_kernel(
     acc_e = tl.zeros((BLOCK_M, D // 2), tl.float32)
     acc_o = tl.zeros((BLOCK_M, D // 2), tl.float32)
 
-    first = split * PAGES_PER_SPLIT
-    last = tl.minimum(first + PAGES_PER_SPLIT, tl.load(npages_ptr + b))
+    first, last = _split_pages(npages_ptr, b, split, PAGES_PER_SPLIT)
     for i in range(first, last):
         page, fill, k_mult, v_mult = _page_entry(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, h, H, MAX_PAGES, qk_scale)
         # a static inner loop (unrolled) keeps the page loop a single loop the compiler pipelines

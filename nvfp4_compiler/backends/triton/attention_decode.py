@@ -31,8 +31,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention import (INTERPRET, LOG2E, _num_sms, _page_entry, _page_tile, check_geometry, combine_splits,
-                        split_workspace)
+from .attention import (INTERPRET, LOG2E, _num_sms, _page_entry, _page_tile, _split_pages, check_geometry,
+                        combine_splits, split_workspace)
 
 
 #: The lazily rescaled softmax state lets weights grow to 2^RESCALE_LOG2 before it rescales.
@@ -59,8 +59,7 @@ def paged_decode_kernel(
     acc_e = tl.zeros((BLOCK_N, D // 2), tl.float32)         # per slot: sum of 2^(s - m_ref) x v
     acc_o = tl.zeros((BLOCK_N, D // 2), tl.float32)
 
-    first = split * PAGES_PER_SPLIT
-    last = tl.minimum(first + PAGES_PER_SPLIT, tl.load(npages_ptr + b))
+    first, last = _split_pages(npages_ptr, b, split, PAGES_PER_SPLIT)
     for i in range(first, last):
         page, fill, k_mult, v_mult = _page_entry(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, h, H, MAX_PAGES, qk_scale)
         for t0 in tl.static_range(0, S, BLOCK_N):
