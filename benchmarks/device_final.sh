@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # The session's closing device checks, in two calls (PART=gemm, then PART=rest): the GPU tests of
-# every kernel changed (quantize, GEMV, and the paths built on them), and the final quantize bench.
+# every kernel changed and of the paths built on them, and the final benchmarks.
+#   PART=gemm: GEMM/GEMV GPU tests, bench_gemm's small-M rows, the Wan-1.3B block forward
+#   PART=rest: REST_TESTS (attention, KV cache, training); QUANTIZE=1 adds the quantize tests
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NVFP4_TEST_ON_GPU=1
 if [ "${PART:-gemm}" = gemm ]; then
-    timeout 420 python3 -m pytest -q -p no:cacheprovider tests/test_triton_backend.py -k "gemm" \
+    timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_triton_backend.py -k "gemm or gemv or block_dot" \
         > "$OUT/gpu_tests_gemm.txt" 2>&1; tail -n 3 "$OUT/gpu_tests_gemm.txt"
-    timeout 150 python3 benchmarks/bench_quantize.py --json "$OUT/quantize.json" > "$OUT/quantize.txt" 2>&1
-    tail -n 9 "$OUT/quantize.txt"
+    timeout 150 python3 benchmarks/bench_gemm.py --small-only --json "$OUT/gemm_small.json" > "$OUT/gemm_small.txt" 2>&1
+    tail -n 22 "$OUT/gemm_small.txt"
+    timeout 140 python3 benchmarks/bench_block.py --json "$OUT/block.json" > "$OUT/block.txt" 2>&1
+    tail -n 8 "$OUT/block.txt"
 else
-    timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_triton_backend.py -k "not gemm" \
-        > "$OUT/gpu_tests_quantize.txt" 2>&1; tail -n 3 "$OUT/gpu_tests_quantize.txt"
-    timeout 180 python3 -m pytest -q -p no:cacheprovider ${REST_TESTS:-tests/test_paged_attention_triton.py \
-        tests/test_kv_cache_pass.py tests/test_training_recipe.py} > "$OUT/gpu_tests_rest.txt" 2>&1
+    if [ -n "${QUANTIZE:-}" ]; then
+        timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_triton_backend.py -k "not gemm" \
+            > "$OUT/gpu_tests_quantize.txt" 2>&1; tail -n 3 "$OUT/gpu_tests_quantize.txt"
+    fi
+    timeout 400 python3 -m pytest -q -p no:cacheprovider ${REST_TESTS:-tests/test_paged_attention_triton.py \
+        tests/test_kv_cache_pass.py tests/test_training_recipe.py tests/test_inductor.py} > "$OUT/gpu_tests_rest.txt" 2>&1
     tail -n 3 "$OUT/gpu_tests_rest.txt"
 fi

@@ -157,6 +157,35 @@ def test_e2m1_encoder_and_word_packing_match_ml_dtypes_and_the_reference():
     assert torch.equal(words.cpu().view(torch.uint8), packed)
 
 
+@triton.jit
+def _block_dot_kernel(a_ptr, b_ptr, out_ptr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    a, b = tl.load(a_ptr + offs), tl.load(b_ptr + offs)
+    b0, b1, b2, b3 = numerics.e2m1_block_bytes(b)
+    tl.store(out_ptr + offs, numerics.e2m1_block_dot(a, b0, b1, b2, b3))
+
+
+def test_e2m1_block_dot_is_exact_for_every_code_pair_in_every_position():
+    """The GEMV's integer block dot product (byte table + dp4a on the GPU) equals the sum of
+    (2a)(2b) over the 16 positions, with values from ml_dtypes' E2M1, for all 256 code pairs at
+    each position (block r pairs codes (r + j) % 16 and (r // 16 + 3j) % 16 at position j) and
+    for random blocks."""
+    r = np.arange(256)[:, None]
+    j = np.arange(16)[None, :]
+    codes_a = np.concatenate([(r + j) % 16, np.random.default_rng(0).integers(0, 16, (768, 16))])
+    codes_b = np.concatenate([(r // 16 + 3 * j) % 16, np.random.default_rng(1).integers(0, 16, (768, 16))])
+
+    def blocks(codes):  # code j in bits 4j..4j+3 of an int64
+        return torch.from_numpy(nvfp4.format.pack_nibbles(torch.from_numpy(codes.astype(np.uint8))).numpy()
+                                .view(np.int64).copy()).reshape(-1).to(DEVICE)
+
+    out = torch.full((codes_a.shape[0],), -(2**31), dtype=torch.int32, device=DEVICE)
+    _block_dot_kernel[(codes_a.shape[0] // 256,)](blocks(codes_a), blocks(codes_b), out, BLOCK=256)
+    value = lambda c: c.astype(np.uint8).view(ml_dtypes.float4_e2m1fn).astype(np.float64)  # noqa: E731
+    want = (2 * value(codes_a) * 2 * value(codes_b)).sum(axis=1)
+    np.testing.assert_array_equal(out.cpu().numpy(), want.astype(np.int32))
+
+
 def test_quantize_non_contiguous_and_amax_kernel():
     x = torch.randn(64, 48, device=DEVICE).T
     _assert_same_as_reference(x)
@@ -211,6 +240,22 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
     assert err < tol, err
     assert torch.allclose(amax, want_amax, rtol=tol)
     assert amax.data_ptr() % 16 == 0  # Inductor asserts 16-byte aligned outputs of the op
+
+
+def test_gemv_leaves_its_persistent_workspace_zeroed_between_calls():
+    """The GEMV's partial sums, tickets and tile maxima live in a workspace reused by every call on
+    a stream; each call must zero what it used. Calls of different shapes and splits back to back
+    all match the reference, and the workspace is all zeros after each."""
+    from nvfp4_compiler.backends.triton import gemv
+
+    for n, k, split in [(48, 160, 5), (40, 64, 1), (48, 160, 3), (200, 96, 2)]:
+        args = _operands((1,), n, k, seed=n + k)
+        got, amax = tgemm.gemm(*args, None, "none", None, None, torch.float32, vector=True, split_k=split)
+        want, want_amax = reference.gemm_op(*args, None, "none", None, None, torch.float32)
+        assert (got - want).norm() / want.norm() < 1e-5
+        assert torch.allclose(amax, want_amax, rtol=1e-5)
+        (work,) = [w for key, w in gemv._WORKSPACES.items() if key[0] == got.device]
+        assert torch.count_nonzero(work) == 0, (n, k, split)
 
 
 def test_compiled_tiny_model_on_triton_equals_reference_backend():

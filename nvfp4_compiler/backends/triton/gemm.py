@@ -242,7 +242,7 @@ def strategy_for(m: int) -> str:
     """Which kernel a GEMM with ``m`` rows gets (the report shows it)."""
     from .gemv import GEMV_MAX_M
     if m <= GEMV_MAX_M:
-        return "GEMV on CUDA cores: NVFP4 weight tiles decoded once in registers, fp32 FMAs, split-K, fused epilogue"
+        return "GEMV on CUDA cores: 16-element NVFP4 block dot products in integers (dp4a), split-K, fused epilogue"
     if m >= DENSE_MIN_M:
         return "decoded operands: NVFP4 -> exact fp16 once per call, dense fp16 tensor-core GEMM, fused epilogue"
     return "in-register decode of NVFP4 tiles, fp16 tensor-core MMA, fused epilogue" + (

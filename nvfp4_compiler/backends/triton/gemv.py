@@ -1,81 +1,146 @@
-"""Triton W4A4 GEMV: one activation row (decode-time serving shapes), on CUDA cores.
+"""Triton W4A4 GEMV: one activation row (decode-time serving shapes), on CUDA cores, in integers.
 
 At M = 1 the tile kernel of gemm.py pads a 16-row tensor-core MMA with 15 zero rows, and Nsight
-showed it latency-bound (DRAM at 11% of peak). Here each program decodes a [BLOCK_N, BLOCK_K]
-weight tile (``decode_nvfp4_tile``: exact fp16, 2^-7 x E2M1 x E4M3) and multiplies it by the
-decoded activation row in fp32. Every product of two such values has <= 12 significant bits, so it
-is exact in fp32 and only the summation order differs from the reference. The accumulator is
-elementwise ([BLOCK_N, BLOCK_K/2] fp32, the decoded tile's own layout) and reduced across threads
-once, at the end. (A version for up to 4 rows, with a [rows, BLOCK_N, BLOCK_K/2] accumulator,
-compiled to 206 registers and shared-memory layout conversions of every decoded tile.)
+showed it latency-bound (DRAM at 11% of peak). Here each program reads a [BLOCK_N, BLOCK_K/16]
+tile of weight blocks, one int64 per 16-element block, and takes each block's dot product with
+the activation row's block exactly, in integers (``numerics.e2m1_block_dot``: a byte table in
+registers and dp4a, about 3 SASS instructions per weight element where fp16 decode + fp32 FMAs
+took 11; the activation's decode, repeated by every thread, doubles that). Each block sum (an
+integer <= 2304) times the two E4M3 block scales is exact in fp32, so only the fp32 sum over
+blocks is rounded, in another order than the reference's. On the H100 the same loads with no
+arithmetic at all take 75-98% of this kernel's time (benchmarks/RESULTS.md): what is left is the
+memory access and the split-K chain below, not the decode.
 
 K is split over programs so that about GEMV_PROGRAMS_PER_SM programs per SM keep loads in flight.
-Partial sums meet in an fp32 workspace by atomics; the last program of a column tile to arrive
-(an atomic ticket) runs the fused epilogue. So a call is one memset (workspace, tickets, amax in one
-buffer) and one kernel, where the tile kernel needs a second, epilogue kernel.
+A call is one kernel: at these sizes every extra launch (a memset, a prologue) costs as much as
+moving megabytes. Partial sums meet by atomics in a persistent workspace that the kernel leaves
+zeroed again: the last program of a column tile (an atomic ticket) runs the fused epilogue, puts
+its tile's max |out| in a slot and zeroes its partial sums and ticket; the last column tile (a
+second ticket) reduces the slots into the call's amax and zeroes them. One workspace per device
+and stream, so calls on one stream, which run in order, can share it.
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from .gemm import INTERPRET, _decode_half_tiles, _epilogue, _num_sms
+from .gemm import INTERPRET, OPERAND_UNSCALE, _epilogue, _num_sms
+from .numerics import e2m1_block_bytes, e2m1_block_dot, e4m3_decode_f16
 
 #: Rows up to which ``gemm`` takes this kernel (more rows go to the tensor-core tile kernel).
 GEMV_MAX_M = 1
 GEMV_PROGRAMS_PER_SM = 8
-#: (BLOCK_N, BLOCK_K, warps): 4 KB of packed weights per program and step, the fastest of five
-#: tiles on all six Wan M = 1 GEMMs (H100, benchmarks/sweep_gemv.py); the interpreter's small tile
-#: keeps CPU tests fast and still splits K.
+#: (BLOCK_N, BLOCK_K, warps): 4 KB of packed weights per program and step (H100 sweep:
+#: benchmarks/sweep_gemv.py); the interpreter's small tile keeps CPU tests fast and still splits K.
 TILE = (16, 32, 4) if INTERPRET else (32, 256, 4)
+#: Block sums are of 2 x E2M1 values (x 4) and _epilogue multiplies by OPERAND_UNSCALE: undo both
+#: (exact: a power of two on a sum that is far from fp32's range limits).
+BLOCK_SUM_UNSCALE = tl.constexpr(0.25 / OPERAND_UNSCALE.value)
 
 
 @triton.jit
-def _step(a_ptr, as_ptr, w_ptr, ws_ptr, row0, offs_n, k0, N, KP, BLOCK_K: tl.constexpr):
-    """Exact fp32 products of the weight tile at K offset k0 and the activation row: [BLOCK_N, BLOCK_K/2]
-    (even and odd K elements summed)."""
-    w_even, w_odd = _decode_half_tiles(w_ptr, ws_ptr, offs_n, k0, N, KP, BLOCK_K)
-    # The activation row is read (from L1) and decoded once per weight row: its tile then has the
-    # weight tile's layout. Decoded once as [1, BLOCK_K/2], the weight tile was converted to its
-    # layout through shared memory instead, at every step.
-    a_even, a_odd = _decode_half_tiles(a_ptr, as_ptr, row0, k0, 1, KP, BLOCK_K)
-    return w_even.to(tl.float32) * a_even.to(tl.float32) + w_odd.to(tl.float32) * a_odd.to(tl.float32)
+def _load_step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb0, N, KB, BLOCK_KB: tl.constexpr):
+    """The weight tile at block offset kb0 (int64 blocks, E4M3 scale bits) and the activation row's
+    blocks there; zeros past N and K."""
+    kb = kb0 + tl.arange(0, BLOCK_KB)
+    mask = (offs_n[:, None] < N) & (kb[None, :] < KB)
+    w = tl.load(w_ptr + offs_n[:, None] * KB + kb[None, :], mask=mask, other=0)
+    w_scale = tl.load(ws_ptr + offs_n[:, None] * KB + kb[None, :], mask=mask, other=0)
+    a = tl.load(a_ptr + kb, mask=kb < KB, other=0)
+    a_scale = tl.load(as_ptr + kb, mask=kb < KB, other=0)
+    return w, w_scale, a, a_scale
+
+
+@triton.jit
+def _products(w, w_scale, a, a_scale):
+    """Exact fp32 block products of a weight tile and the activation row: [BLOCK_N, BLOCK_KB],
+    each (block dot product of 2 x E2M1 values) x both block scales."""
+    # The activation's blocks become byte words in the row's layout (each thread does the blocks
+    # of its columns; with one weight row per thread that is as much work as the weight's decode).
+    a0, a1, a2, a3 = e2m1_block_bytes(a)
+    dots = e2m1_block_dot(w, tl.broadcast_to(a0[None, :], w.shape), tl.broadcast_to(a1[None, :], w.shape),
+                          tl.broadcast_to(a2[None, :], w.shape), tl.broadcast_to(a3[None, :], w.shape))
+    scales = (e4m3_decode_f16(w_scale.to(tl.int32)).to(tl.float32)
+              * e4m3_decode_f16(a_scale.to(tl.int32)).to(tl.float32)[None, :])
+    return dots.to(tl.float32) * scales
 
 
 @triton.jit
 def gemv_kernel(
     a_ptr, as_ptr, w_ptr, ws_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-    acc_ptr, ticket_ptr, M, N, KP, T, split_k, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+    work_ptr, M, N, KB, T, split_k, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    WANT_AMAX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr, TILES_P2: tl.constexpr,
 ):
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
+    tiles = tl.num_programs(0)
+    acc_ptr, tile_max_ptr = work_ptr, work_ptr + N                         # fp32 [N], [tiles]
+    ticket_ptr = (work_ptr + N + tiles).to(tl.pointer_type(tl.int32))      # int32 [tiles], [1]
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    row0 = tl.zeros((BLOCK_N,), dtype=tl.int32)                 # the one activation row, per weight row
-    # The first step is peeled so the loop-carried accumulator takes the decoded tile's layout
-    # (from tl.zeros it took another, and every step paid a conversion through shared memory).
-    acc2 = _step(a_ptr, as_ptr, w_ptr, ws_ptr, row0, offs_n, pid_k * BLOCK_K, N, KP, BLOCK_K)
-    for k0 in range((pid_k + split_k) * BLOCK_K, KP, BLOCK_K * split_k):
-        acc2 += _step(a_ptr, as_ptr, w_ptr, ws_ptr, row0, offs_n, k0, N, KP, BLOCK_K)
+    # Steps kb, kb + step, ... below KB. The first step is peeled so the loop-carried accumulator
+    # takes the products' layout (from tl.zeros it may take another, and every step would pay a
+    # conversion through shared memory). (Loading the next step's tile before multiplying this
+    # one, to keep two steps in flight, measured no faster on the H100.)
+    step = BLOCK_KB * split_k
+    kb = pid_k * BLOCK_KB
+    w, w_scale, a, a_scale = _load_step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb, N, KB, BLOCK_KB)
+    acc2 = _products(w, w_scale, a, a_scale)
+    for kb_next in range(kb + step, KB, step):
+        w, w_scale, a, a_scale = _load_step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb_next, N, KB, BLOCK_KB)
+        acc2 += _products(w, w_scale, a, a_scale)
     offs_m = tl.arange(0, 1)
-    acc = tl.sum(acc2, axis=1)[None, :]                                                # [1, BLOCK_N]
+    acc = (tl.sum(acc2, axis=1) * BLOCK_SUM_UNSCALE)[None, :]                          # [1, BLOCK_N]
+    offs = offs_m[:, None] * N + offs_n[None, :]
+    mask = (offs_m[:, None] < 1) & (offs_n[None, :] < N)
 
-    if split_k == 1:
-        _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-                  stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-                  ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
-    else:
-        offs = offs_m[:, None] * N + offs_n[None, :]
-        mask = (offs_m[:, None] < 1) & (offs_n[None, :] < N)
+    last_of_tile = split_k == 1
+    if split_k > 1:
         tl.atomic_add(acc_ptr + offs, acc, mask=mask)
         # Every thread's partial sums are in before one thread takes the ticket; its acq_rel
         # atomic then publishes them to the program that takes the last ticket.
         tl.debug_barrier()
-        if tl.atomic_add(ticket_ptr + pid_n, 1) == split_k - 1:
-            total = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")  # from L2, past L1
-            _epilogue(total, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr,
-                      amax_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-                      ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
+        last_of_tile = tl.atomic_add(ticket_ptr + pid_n, 1) == split_k - 1
+        if last_of_tile:
+            acc = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")  # from L2, past L1
+            tl.store(acc_ptr + offs, tl.zeros_like(acc), mask=mask)
+            tl.store(ticket_ptr + pid_n, 0)
+    if last_of_tile:
+        _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr,
+                  tile_max_ptr + pid_n, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
+                  ACT, HAS_BIAS, HAS_GATE, HAS_RES, True)
+        tl.debug_barrier()
+        if tl.atomic_add(ticket_ptr + tiles, 1) == tiles - 1:       # the last column tile: the amax
+            slots = tl.arange(0, TILES_P2)
+            maxima = tl.load(tile_max_ptr + slots, mask=slots < tiles, other=0.0, cache_modifier=".cg")
+            tl.store(amax_ptr, tl.max(maxima, axis=0))
+            tl.store(tile_max_ptr + slots, tl.zeros_like(maxima), mask=slots < tiles)
+            tl.store(ticket_ptr + tiles, 0)
+
+
+_WORKSPACES: dict = {}
+
+
+def _workspace(device: torch.device, n: int, tiles: int) -> torch.Tensor:
+    """The zeroed persistent workspace for this device and stream: fp32 partial sums [n], tile
+    maxima [tiles], then int32 tickets [tiles + 1] (int32 zero = fp32 zero). Grown, never shrunk;
+    the kernel zeroes what it used before it ends."""
+    stream = torch.cuda.current_stream(device).stream_id if device.type == "cuda" else 0
+    key = (device, stream)
+    need = n + 2 * tiles + 1
+    work = _WORKSPACES.get(key)
+    if work is None or work.numel() < need:
+        work = torch.zeros(max(need, 1 << 16), dtype=torch.float32, device=device)
+        _WORKSPACES[key] = work
+    return work
+
+
+def _as_blocks(data: torch.Tensor) -> torch.Tensor:
+    """Packed NVFP4 rows (uint8 [R, Kp/2]) as int64 [R, Kp/16], one 16-element block each (a copy
+    only when the rows are not 8-byte aligned)."""
+    data = data.contiguous()
+    if data.data_ptr() % 8:
+        data = data.clone()
+    return data.view(torch.int64)
 
 
 def choose_gemv_split(n: int, kp: int, device: torch.device) -> int:
@@ -96,12 +161,11 @@ def gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs
     block_n, block_k, warps = TILE
     split_k = choose_gemv_split(n, kp, a2.device) if split_k is None else split_k
     tiles = triton.cdiv(n, block_n)
-    # One zeroed buffer, one memset: amax (padded to 16 bytes: callers such as Inductor expect
-    # 16-byte aligned outputs), partial sums [M*N], tickets [tiles] (int32 zero = fp32 zero).
-    work = torch.zeros(4 + m * n + tiles, dtype=torch.float32, device=a2.device)
-    amax, acc, tickets = work[:1], work[4: 4 + m * n], work[4 + m * n:].view(torch.int32)
+    # Four floats so the amax is a 16-byte aligned output (Inductor asserts that of op outputs).
+    amax = torch.empty(4, dtype=torch.float32, device=a2.device)[:1]
     gemv_kernel[(tiles, split_k)](
-        a2, a_scale, w_data, w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, acc, tickets,
-        m, n, kp, t_rows, split_k, *gs, *rs, **flags,
-        BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps)
+        _as_blocks(a2), a_scale, _as_blocks(w_data), w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax,
+        _workspace(a2.device, n, tiles), m, n, kp // 16, t_rows, split_k, *gs, *rs,
+        ACT=flags["ACT"], HAS_BIAS=flags["HAS_BIAS"], HAS_GATE=flags["HAS_GATE"], HAS_RES=flags["HAS_RES"],
+        BLOCK_N=block_n, BLOCK_KB=block_k // 16, TILES_P2=triton.next_power_of_2(tiles), num_warps=warps)
     return amax
