@@ -166,19 +166,26 @@ def test_auto_strategy_takes_scratch_for_many_queries(monkeypatch):
     import nvfp4_compiler.paged_attention as pa
     from nvfp4_compiler.backends.triton import kv_decode
 
-    calls = []
-    real = kv_decode.scratch_attention
-    monkeypatch.setattr(kv_decode, "scratch_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(pa, "SCRATCH_MIN_QUERIES", 8)
     monkeypatch.setattr(pa, "SCRATCH_MIN_FRESH", 6)
-    cache = _cache(16, 2, 32, (20, 9), None)
     gen = torch.Generator().manual_seed(4)
-    k_new, v_new = (torch.randn(2, 6, 2, 32, generator=gen).to(DEVICE, torch.float16) for _ in range(2))
-    for tq, fresh, want_scratch in ((7, None, False), (8, None, True), (3, (k_new, v_new), True)):
+    fresh = tuple(torch.randn(2, 6, 2, 32, generator=gen).to(DEVICE, torch.float16) for _ in range(2))
+    _assert_routes(monkeypatch, kv_decode, "scratch_attention", gen,
+                   [(7, None, False), (8, None, True), (3, fresh, True)])
+
+
+def _assert_routes(monkeypatch, module, kernel: str, gen, cases):
+    """For each (queries, fresh K/V or None, expected): ``paged_attention`` calls ``module.kernel``
+    exactly when expected, and its output agrees with the reference."""
+    calls = []
+    real = getattr(module, kernel)
+    monkeypatch.setattr(module, kernel, lambda *a, **k: calls.append(1) or real(*a, **k))
+    cache = _cache(16, 2, 32, (20, 9), None)
+    for tq, fresh, want_call in cases:
         q = torch.randn(2, tq, 2, 32, generator=gen).to(DEVICE, torch.float16)
         calls.clear()
         out = paged_attention(q, cache, [0, 1], *(fresh or (None, None)), backend="triton")
-        assert bool(calls) == want_scratch, (tq, fresh is not None)
+        assert bool(calls) == want_call, (tq, fresh is not None)
         torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], *(fresh or (None, None))),
                                    atol=3e-3, rtol=1e-2)
 
@@ -299,17 +306,7 @@ def test_dispatch_takes_decode_kernel_for_few_queries_without_fresh_kv(monkeypat
     import nvfp4_compiler.paged_attention as pa
     from nvfp4_compiler.backends.triton import attention_decode
 
-    calls = []
-    real = attention_decode.paged_decode_attention
-    monkeypatch.setattr(attention_decode, "paged_decode_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
-    cache = _cache(16, 2, 32, (20, 9), None)
     gen = torch.Generator().manual_seed(8)
     fresh = tuple(torch.randn(2, 3, 2, 32, generator=gen).to(DEVICE, torch.float16) for _ in range(2))
-    for tq, new, want_vector in ((pa.VECTOR_MAX_QUERIES, None, True), (pa.VECTOR_MAX_QUERIES + 1, None, False),
-                                 (1, fresh, False)):
-        q = torch.randn(2, tq, 2, 32, generator=gen).to(DEVICE, torch.float16)
-        calls.clear()
-        out = paged_attention(q, cache, [0, 1], *(new or (None, None)), backend="triton")
-        assert bool(calls) == want_vector, (tq, new is not None)
-        torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], *(new or (None, None))),
-                                   atol=3e-3, rtol=1e-2)
+    _assert_routes(monkeypatch, attention_decode, "paged_decode_attention", gen,
+                   [(pa.VECTOR_MAX_QUERIES, None, True), (pa.VECTOR_MAX_QUERIES + 1, None, False), (1, fresh, False)])

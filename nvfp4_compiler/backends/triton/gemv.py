@@ -39,29 +39,22 @@ BLOCK_SUM_UNSCALE = tl.constexpr(0.25 / OPERAND_UNSCALE.value)
 
 
 @triton.jit
-def _load_step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb0, N, KB, BLOCK_KB: tl.constexpr):
-    """The weight tile at block offset kb0 (int64 blocks, E4M3 scale bits) and the activation row's
-    blocks there; zeros past N and K."""
+def _step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb0, N, KB, BLOCK_KB: tl.constexpr):
+    """Exact fp32 block products of the weight tile at block offset kb0 and the activation row:
+    [BLOCK_N, BLOCK_KB], each (block dot product of 2 x E2M1 values) x both block scales (zeros
+    past N and K)."""
     kb = kb0 + tl.arange(0, BLOCK_KB)
     mask = (offs_n[:, None] < N) & (kb[None, :] < KB)
-    w = tl.load(w_ptr + offs_n[:, None] * KB + kb[None, :], mask=mask, other=0)
-    w_scale = tl.load(ws_ptr + offs_n[:, None] * KB + kb[None, :], mask=mask, other=0)
+    w = tl.load(w_ptr + offs_n[:, None] * KB + kb[None, :], mask=mask, other=0)     # int64 blocks
+    w_scale = tl.load(ws_ptr + offs_n[:, None] * KB + kb[None, :], mask=mask, other=0).to(tl.int32)
     a = tl.load(a_ptr + kb, mask=kb < KB, other=0)
-    a_scale = tl.load(as_ptr + kb, mask=kb < KB, other=0)
-    return w, w_scale, a, a_scale
-
-
-@triton.jit
-def _products(w, w_scale, a, a_scale):
-    """Exact fp32 block products of a weight tile and the activation row: [BLOCK_N, BLOCK_KB],
-    each (block dot product of 2 x E2M1 values) x both block scales."""
+    a_scale = tl.load(as_ptr + kb, mask=kb < KB, other=0).to(tl.int32)
     # The activation's blocks become byte words in the row's layout (each thread does the blocks
     # of its columns; with one weight row per thread that is as much work as the weight's decode).
     a0, a1, a2, a3 = e2m1_block_bytes(a)
     dots = e2m1_block_dot(w, tl.broadcast_to(a0[None, :], w.shape), tl.broadcast_to(a1[None, :], w.shape),
                           tl.broadcast_to(a2[None, :], w.shape), tl.broadcast_to(a3[None, :], w.shape))
-    scales = (e4m3_decode_f16(w_scale.to(tl.int32)).to(tl.float32)
-              * e4m3_decode_f16(a_scale.to(tl.int32)).to(tl.float32)[None, :])
+    scales = e4m3_decode_f16(w_scale).to(tl.float32) * e4m3_decode_f16(a_scale).to(tl.float32)[None, :]
     return dots.to(tl.float32) * scales
 
 
@@ -77,17 +70,14 @@ def gemv_kernel(
     acc_ptr, tile_max_ptr = work_ptr, work_ptr + N                         # fp32 [N], [tiles]
     ticket_ptr = (work_ptr + N + tiles).to(tl.pointer_type(tl.int32))      # int32 [tiles], [1]
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    # Steps kb, kb + step, ... below KB. The first step is peeled so the loop-carried accumulator
-    # takes the products' layout (from tl.zeros it may take another, and every step would pay a
-    # conversion through shared memory). (Loading the next step's tile before multiplying this
-    # one, to keep two steps in flight, measured no faster on the H100.)
+    # K steps pid_k, pid_k + split_k, ... (of BLOCK_KB blocks each). The first is peeled so the
+    # loop-carried accumulator takes the products' layout (from tl.zeros it may take another, and
+    # every step would pay a conversion through shared memory). (Loading the next step's tile
+    # before multiplying this one, to keep two steps in flight, measured no faster on the H100.)
     step = BLOCK_KB * split_k
-    kb = pid_k * BLOCK_KB
-    w, w_scale, a, a_scale = _load_step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb, N, KB, BLOCK_KB)
-    acc2 = _products(w, w_scale, a, a_scale)
-    for kb_next in range(kb + step, KB, step):
-        w, w_scale, a, a_scale = _load_step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb_next, N, KB, BLOCK_KB)
-        acc2 += _products(w, w_scale, a, a_scale)
+    acc2 = _step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, pid_k * BLOCK_KB, N, KB, BLOCK_KB)
+    for kb0 in range(pid_k * BLOCK_KB + step, KB, step):
+        acc2 += _step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb0, N, KB, BLOCK_KB)
     offs_m = tl.arange(0, 1)
     acc = (tl.sum(acc2, axis=1) * BLOCK_SUM_UNSCALE)[None, :]                          # [1, BLOCK_N]
     offs = offs_m[:, None] * N + offs_n[None, :]

@@ -279,6 +279,21 @@ def _e2m1_doubled(codes):
 
 
 @triton.jit
+def _code(blocks, j: tl.constexpr):
+    """Code j (bits 4j..4j+3) of int64 blocks, as int32."""
+    return ((blocks >> (4 * j)) & 15).to(tl.int32)
+
+
+@triton.jit
+def _doubled_bytes_word(blocks, first_code: tl.constexpr):
+    """Interpreter's path: 2 x E2M1 of codes first_code..first_code+3 as the signed bytes of a word."""
+    word = tl.zeros(blocks.shape, tl.int32)
+    for i in tl.static_range(4):
+        word |= (_e2m1_doubled(_code(blocks, first_code + i)) & 0xFF) << (8 * i)
+    return word
+
+
+@triton.jit
 def e2m1_block_bytes(blocks):
     """int64 NVFP4 blocks -> four int32 words each, word q holding 2 x the E2M1 values of codes
     4q..4q+3 as signed bytes (byte i = code 4q + i): ``e2m1_block_dot``'s other operand."""
@@ -286,16 +301,8 @@ def e2m1_block_bytes(blocks):
         return tl.inline_asm_elementwise(_BLOCK_BYTES_PTX, "=r,=r,=r,=r,l", [blocks],
                                          dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
     else:
-        w0 = tl.zeros(blocks.shape, tl.int32)
-        w1 = tl.zeros(blocks.shape, tl.int32)
-        w2 = tl.zeros(blocks.shape, tl.int32)
-        w3 = tl.zeros(blocks.shape, tl.int32)
-        for i in tl.static_range(4):
-            w0 |= (_e2m1_doubled(((blocks >> (4 * i)) & 15).to(tl.int32)) & 0xFF) << (8 * i)
-            w1 |= (_e2m1_doubled(((blocks >> (4 * i + 16)) & 15).to(tl.int32)) & 0xFF) << (8 * i)
-            w2 |= (_e2m1_doubled(((blocks >> (4 * i + 32)) & 15).to(tl.int32)) & 0xFF) << (8 * i)
-            w3 |= (_e2m1_doubled(((blocks >> (4 * i + 48)) & 15).to(tl.int32)) & 0xFF) << (8 * i)
-        return w0, w1, w2, w3
+        return (_doubled_bytes_word(blocks, 0), _doubled_bytes_word(blocks, 4), _doubled_bytes_word(blocks, 8),
+                _doubled_bytes_word(blocks, 12))
 
 
 @triton.jit
@@ -304,8 +311,7 @@ def _signed_byte_dot(blocks, word, first_code: tl.constexpr):
     signed byte i of ``word``."""
     total = tl.zeros(blocks.shape, tl.int32)
     for i in tl.static_range(4):
-        code = ((blocks >> (4 * (first_code + i))) & 15).to(tl.int32)
-        total += _e2m1_doubled(code) * ((word << (24 - 8 * i)) >> 24)  # sign-extended byte i
+        total += _e2m1_doubled(_code(blocks, first_code + i)) * ((word << (24 - 8 * i)) >> 24)  # byte i, signed
     return total
 
 
