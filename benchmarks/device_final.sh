@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The session's closing device checks, in two calls (PART=gemm, then PART=rest): the GPU tests of
 # every kernel changed and of the paths built on them, and the final benchmarks.
-#   PART=gemm: GEMM/GEMV GPU tests, bench_gemm's small-M rows, the Wan-1.3B block forward
+#   PART=gemm: GEMM/GEMV GPU tests, bench_gemm (GEMM_ARGS, default its small-M rows), the block
+#              forward of each of BLOCK_MODELS (default wan-1.3b)
 #   PART=rest: REST_TESTS (attention, KV cache, training); QUANTIZE=1 adds the quantize tests
 set -uo pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
@@ -9,10 +10,12 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NVFP4_TEST_ON_GPU=1
 if [ "${PART:-gemm}" = gemm ]; then
     timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_triton_backend.py -k "gemm or gemv or block_dot" \
         > "$OUT/gpu_tests_gemm.txt" 2>&1; tail -n 3 "$OUT/gpu_tests_gemm.txt"
-    timeout 150 python3 benchmarks/bench_gemm.py --small-only --json "$OUT/gemm_small.json" > "$OUT/gemm_small.txt" 2>&1
-    tail -n 22 "$OUT/gemm_small.txt"
-    timeout 140 python3 benchmarks/bench_block.py --json "$OUT/block.json" > "$OUT/block.txt" 2>&1
-    tail -n 8 "$OUT/block.txt"
+    timeout ${GEMM_S:-150} python3 benchmarks/bench_gemm.py ${GEMM_ARGS:---small-only} --json "$OUT/gemm.json" \
+        > "$OUT/gemm.txt" 2>&1; tail -n 30 "$OUT/gemm.txt"
+    for model in ${BLOCK_MODELS:-wan-1.3b}; do
+        timeout 140 python3 benchmarks/bench_block.py --model "$model" --json "$OUT/block_$model.json" \
+            > "$OUT/block_$model.txt" 2>&1; tail -n 8 "$OUT/block_$model.txt"
+    done
 else
     if [ -n "${QUANTIZE:-}" ]; then
         timeout 400 python3 -m pytest -q -p no:cacheprovider tests/test_triton_backend.py -k "not gemm" \

@@ -216,13 +216,19 @@ if ON_GPU:
                    ((1, 4680), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16)]
 
 
-# Every case on every kernel that takes it: "vector" (the GEMV kernel) takes one row.
-GEMM_PATHS = [(*case, path) for case in GEMM_CASES for path in ("auto", "split3", "dense", "vector")
+# Every case on every kernel that takes it: "vector" (the GEMV kernel) takes one row; "dense" is the
+# decoded-operand GEMM through TMA (Hopper and later), "dense_pointer" the same without TMA.
+GEMM_PATHS = [(*case, path) for case in GEMM_CASES
+              for path in ("auto", "split3", "dense", "dense_pointer", "vector")
               if path != "vector" or torch.Size(case[0]).numel() == 1]
 
 
 @pytest.mark.parametrize("lead,n,k,act,has_bias,gate_shape,has_res,dtype,path", GEMM_PATHS)
-def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, dtype, path):
+def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, dtype, path, monkeypatch):
+    from nvfp4_compiler.backends.triton import dense_gemm
+
+    if path == "dense_pointer":
+        monkeypatch.setattr(dense_gemm, "has_tma", lambda device: False)
     args = _operands(lead, n, k)
     gen = torch.Generator().manual_seed(5)
     bias = torch.randn(n, generator=gen).to(DEVICE) if has_bias else None
@@ -230,7 +236,8 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
     res = torch.randn(*lead, n, generator=gen).to(DEVICE, dtype) if has_res else None
     m = int(torch.Size(lead).numel())
     out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)  # poisoned: every element must be written
-    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}, "vector": {"vector": True}}[path]
+    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}, "dense_pointer": {"dense": True},
+             "vector": {"vector": True}}[path]
     got, amax = tgemm.gemm(*args, bias, act, gate, res, dtype, out=out, **force)
     want, want_amax = reference.gemm_op(*args, bias, act, gate, res, dtype)
     assert got.shape == want.shape
@@ -240,6 +247,24 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
     assert err < tol, err
     assert torch.allclose(amax, want_amax, rtol=tol)
     assert amax.data_ptr() % 16 == 0  # Inductor asserts 16-byte aligned outputs of the op
+
+
+@pytest.mark.parametrize("programs", [1, 2])
+def test_dense_tma_kernel_walks_every_tile_with_few_programs(programs, monkeypatch):
+    """The persistent TMA kernel's programs stride over the output tiles: with fewer programs than
+    tiles (9 here, with ragged M and N edges) every element is still written, once, correctly."""
+    from nvfp4_compiler.backends.triton import dense_gemm
+
+    monkeypatch.setattr(dense_gemm, "_num_sms", lambda device: programs)
+    lead, n, k = (40,), 72, 48
+    args = _operands(lead, n, k, seed=3)
+    bias = torch.randn(n, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    out = torch.full((40, n), float("nan"), device=DEVICE)
+    got, amax = tgemm.gemm(*args, bias, "silu", None, None, torch.float32, dense=True, out=out)
+    want, want_amax = reference.gemm_op(*args, bias, "silu", None, None, torch.float32)
+    assert torch.isfinite(got).all()
+    assert (got - want).norm() / want.norm() < 1e-5
+    assert torch.allclose(amax, want_amax, rtol=1e-5)
 
 
 def test_gemv_leaves_its_persistent_workspace_zeroed_between_calls():

@@ -13,7 +13,7 @@ in the epilogue.
 Small M (memory-bound) splits K over more programs (SPLIT_K > 1): partial sums are added into an
 fp32 workspace with atomics, then a second kernel runs the epilogue. Large M (compute-bound,
 M >= DENSE_MIN_M) decodes each operand once to exact fp16 and runs a dense fp16 GEMM, so the
-decode is not repeated for every output tile.
+decode is not repeated for every output tile (dense_gemm.py). M = 1 takes the GEMV (gemv.py).
 """
 
 import functools
@@ -171,68 +171,6 @@ def split_k_epilogue_kernel(
               ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
 
 
-@triton.jit
-def decode_kernel(data_ptr, scale_ptr, out_ptr, R, KP, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    """NVFP4 rows -> exact fp16 values (2^-7 x E2M1 x E4M3, no per-tensor scale), K permuted: the even
-    elements of a row first, then the odd ones (the same permutation on both GEMM operands leaves
-    the product unchanged and spares an interleave)."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    k0 = tl.program_id(1) * BLOCK_K
-    even, odd = _decode_half_tiles(data_ptr, scale_ptr, rows, k0, R, KP, BLOCK_K)
-    cols = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-    mask = (rows[:, None] < R) & (cols[None, :] < KP // 2)
-    base = out_ptr + rows[:, None] * KP + cols[None, :]
-    tl.store(base, even, mask=mask)
-    tl.store(base + KP // 2, odd, mask=mask)
-
-
-def _dense_configs():
-    if INTERPRET:
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
-            for bm, bn, bk, w, st in [(128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4),
-                                      (128, 128, 64, 4, 4), (128, 256, 64, 8, 4), (64, 256, 64, 4, 4)]]
-
-
-@triton.autotune(configs=_dense_configs(), key=["M", "N", "KP"])
-@triton.jit
-def dense_gemm_kernel(
-    a_ptr, w_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-    M, N, KP, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-    ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    WANT_AMAX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr = 8,
-):
-    """fp16 [M, KP] x fp16 [N, KP]^T (operands decoded by decode_kernel), fp32 accumulation, same epilogue."""
-    pid_m, pid_n = _tile_coords(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_k = tl.arange(0, BLOCK_K)
-    a_ptrs = a_ptr + offs_m[:, None] * KP + offs_k[None, :]
-    w_ptrs = w_ptr + offs_n[:, None] * KP + offs_k[None, :]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, KP, BLOCK_K):
-        k_ok = (k0 + offs_k)[None, :] < KP
-        a = tl.load(a_ptrs, mask=(offs_m[:, None] < M) & k_ok, other=0.0)
-        w = tl.load(w_ptrs, mask=(offs_n[:, None] < N) & k_ok, other=0.0)
-        acc = tl.dot(a, tl.trans(w), acc)
-        a_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K
-    _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-              stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-              ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
-
-
-def decode_to_f16(data: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """[R, Kp/2] packed + [R, Kp/16] scales -> [R, Kp] fp16 (K permuted evens-then-odds)."""
-    rows, kp = data.shape[0], data.shape[1] * 2
-    out = torch.empty(rows, kp, dtype=torch.float16, device=data.device)
-    block_k = 128 if kp >= 128 else 16 * triton.next_power_of_2(kp // 16)
-    decode_kernel[(triton.cdiv(rows, 32), triton.cdiv(kp, block_k))](
-        data, scale.view(torch.uint8), out, rows, kp, BLOCK_R=32, BLOCK_K=block_k)
-    return out
-
-
 #: From this many rows a GEMM is compute-bound on Hopper (DESIGN.md: M ~ 300 for bf16): decode
 #: both operands once to fp16 and run a dense tensor-core GEMM instead of decoding per tile.
 DENSE_MIN_M = 512
@@ -244,7 +182,8 @@ def strategy_for(m: int) -> str:
     if m <= GEMV_MAX_M:
         return "GEMV on CUDA cores: 16-element NVFP4 block dot products in integers (dp4a), split-K, fused epilogue"
     if m >= DENSE_MIN_M:
-        return "decoded operands: NVFP4 -> exact fp16 once per call, dense fp16 tensor-core GEMM, fused epilogue"
+        return ("decoded operands: NVFP4 -> exact fp16 once per call, dense fp16 tensor-core GEMM "
+                "(TMA loads, persistent grid, where the GPU has TMA), fused epilogue")
     return "in-register decode of NVFP4 tiles, fp16 tensor-core MMA, fused epilogue" + (
         ", split-K" if m <= 64 else "")
 
@@ -291,7 +230,8 @@ def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, r
     with that split, ``dense`` forces (or forbids) the decoded-operand kernel, ``vector`` the
     GEMV kernel (M = 1; with ``split_k``, that split), and ``out`` ([M, N] of ``out_dtype``)
     receives the result (tests poison it first)."""
-    from .gemv import GEMV_MAX_M, gemv  # gemv.py builds on this module's device functions
+    from .dense_gemm import dense_gemm  # dense_gemm.py and gemv.py build on this module's device functions
+    from .gemv import GEMV_MAX_M, gemv
     lead = a_data.shape[:-1]
     kp = a_data.shape[-1] * 2
     n = w_data.shape[0]
@@ -319,10 +259,8 @@ def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, r
         return out.view(out_shape), amax.view(())
     amax = torch.zeros(1, dtype=torch.float32, device=device)
     if dense if dense is not None else (m >= DENSE_MIN_M and split_k is None):
-        a16, w16 = decode_to_f16(a2, a_scale.reshape(-1, kp // 16)), decode_to_f16(w_data, w_scale)
-        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-        dense_gemm_kernel[grid](a16, w16, a_gs.reshape(1), w_gs.reshape(1), bias_t, gate_v, res_v, out, amax,
-                                m, n, kp, t_rows, *gs, *rs, **flags)
+        dense_gemm(a2, a_scale.reshape(-1, kp // 16), a_gs.reshape(1), w_data, w_scale, w_gs.reshape(1), bias_t,
+                   gate_v, gs, res_v, rs, t_rows, out, amax, flags)
         return out.view(out_shape), amax.view(())
     split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
     acc = torch.zeros(m, n, dtype=torch.float32, device=device) if split_k > 1 else torch.empty(1, device=device)
