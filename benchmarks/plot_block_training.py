@@ -14,8 +14,8 @@ import json
 import os
 
 RUNS = os.path.join(os.path.dirname(__file__), "runs")
-BLOCK_RUNS = {"Wan-1.3B": "block_h100_v8_unused_inputs.json", "Wan-5B": "block5_h100_v8_unused_inputs.json"}
-TRAINING_RUN = "training_block_h100_v5_graphs.json"
+BLOCK_RUNS = {"Wan-1.3B": "block_h100_s9_final.json", "Wan-5B": "block5_h100_s9_tma.json"}
+TRAINING_RUN = "training_block_h100_s9_tma.json"
 # (label, bf16 key, NVFP4 key): each pair is measured the same way, in the same run
 BLOCK_PAIRS = [("compiled", "compiled_bf16", "nvfp4"), ("+ CUDA graphs", "compiled_bf16_graphs", "nvfp4_graphs")]
 

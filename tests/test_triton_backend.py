@@ -252,14 +252,16 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
 @pytest.mark.parametrize("programs", [1, 2])
 def test_dense_tma_kernel_walks_every_tile_with_few_programs(programs, monkeypatch):
     """The persistent TMA kernel's programs stride over the output tiles: with fewer programs than
-    tiles (9 here, with ragged M and N edges) every element is still written, once, correctly."""
+    tiles (3 x 3 of the fp32-output tile here, ragged in M and N) every element is still written
+    correctly."""
     from nvfp4_compiler.backends.triton import dense_gemm
 
     monkeypatch.setattr(dense_gemm, "_num_sms", lambda device: programs)
-    lead, n, k = (40,), 72, 48
-    args = _operands(lead, n, k, seed=3)
+    block_m, block_n = dense_gemm.TMA_TILE_FP32_OUT[:2]
+    m, n, k = 2 * block_m + block_m // 2, 2 * block_n + block_n // 4, 48
+    args = _operands((m,), n, k, seed=3)
     bias = torch.randn(n, generator=torch.Generator().manual_seed(4)).to(DEVICE)
-    out = torch.full((40, n), float("nan"), device=DEVICE)
+    out = torch.full((m, n), float("nan"), device=DEVICE)
     got, amax = tgemm.gemm(*args, bias, "silu", None, None, torch.float32, dense=True, out=out)
     want, want_amax = reference.gemm_op(*args, bias, "silu", None, None, torch.float32)
     assert torch.isfinite(got).all()
