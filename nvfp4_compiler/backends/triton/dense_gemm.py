@@ -154,11 +154,10 @@ def dense_pointer_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, ou
 
 
 def dense_gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, flags):
-    """Decode both operands to fp16, then the TMA kernel where the GPU has TMA, else the
-    pointer-load kernel. Arguments as gemm.gemm prepares them: a_data [M, Kp/2],
+    """``out`` (and the atomic max into ``amax``): decode both operands to fp16, then the TMA
+    kernel where the GPU has TMA, else the pointer-load kernel. Arguments as gemm.gemm prepares them: a_data [M, Kp/2],
     a_scale [M, Kp/16], gate/res as [B, T, N] views with their strides gs/rs, out [M, N]."""
     a16, w16 = decode_to_f16(a_data, a_scale), decode_to_f16(w_data, w_scale)
     launch = dense_tma_gemm if has_tma(a16.device) else dense_pointer_gemm
     launch(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, flags)
-    return out
 

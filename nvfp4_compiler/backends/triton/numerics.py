@@ -273,8 +273,7 @@ _BLOCK_DOT_PTX = tl.constexpr(_ptx_block_asm("$1", ["$0"], ["$2", "$3", "$4", "$
 @triton.jit
 def _e2m1_doubled(codes):
     """2 x the E2M1 value of int codes 0..15, as integers (the interpreter's path)."""
-    mag = codes & 7
-    value = tl.where(mag < 2, mag, (2 + (mag & 1)) << ((mag >> 1) - 1))
+    value = (_e2m1_magnitude(codes & 7) * 2.0).to(tl.int32)
     return tl.where((codes & 8) != 0, -value, value)
 
 
