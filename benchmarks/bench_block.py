@@ -8,6 +8,8 @@
                      Inductor (non-GEMM ops fused, NVFP4 ops as extern kernels)
     *_graphs         the same replayed as CUDA graphs: torch.compile(mode="reduce-overhead") for
                      bf16, nvfp4.compile(..., cuda_graphs=True) for NVFP4
+    nvfp4_static_graphs  nvfp4_graphs with static activation scales (calibrated on the inputs): the
+                     FFN up GEMM writes the down GEMM's NVFP4 operand in its epilogue
 
     python benchmarks/bench_block.py [--model wan-1.3b] [--json out.json]
 """
@@ -53,8 +55,11 @@ def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
         "nvfp4_captured": nvfp4.compile(block, backend="triton", inductor=False),
         "nvfp4": nvfp4.compile(block, backend="triton", inductor=True),
         "nvfp4_graphs": nvfp4.compile(block, backend="triton", inductor=True, cuda_graphs=True),
+        "nvfp4_static_graphs": nvfp4.compile(block, backend="triton", inductor=True, cuda_graphs=True,
+                                             activation_scales="static"),
     }
     with torch.no_grad():
+        nvfp4.calibrate(variants["nvfp4_static_graphs"], [args], progress=False)
         ref = block(*args).float()
         rel = {}
         for name, fn in variants.items():
@@ -68,16 +73,19 @@ def run(json_path: str | None = None, model: str = "wan-1.3b") -> dict:
               "inductor": report.inductor + variants["nvfp4_graphs"].report().inductor,
               "speedup_vs_compiled_bf16": times["compiled_bf16"] / times["nvfp4"],
               "graphs_speedup_vs_compiled_bf16_graphs": times["compiled_bf16_graphs"] / times["nvfp4_graphs"],
+              "static_graphs_speedup_vs_compiled_bf16_graphs":
+                  times["compiled_bf16_graphs"] / times["nvfp4_static_graphs"],
               "captured_speedup_vs_compiled_bf16": times["compiled_bf16"] / times["nvfp4_captured"],
               "weight_bytes_bf16": before, "weight_bytes_nvfp4": after, "weight_ratio": before / after}
     print_table(f"{model} block forward, {tokens} tokens (ms, median)",
                 ["eager bf16", "compile bf16", "compile bf16 + CUDA graphs", "NVFP4 as captured",
-                 "NVFP4 + Inductor", "NVFP4 + Inductor + CUDA graphs", "x compile bf16 (both without / with graphs)",
-                 "weights bf16/NVFP4", "rel err NVFP4"],
+                 "NVFP4 + Inductor", "NVFP4 + Inductor + CUDA graphs", "the same, static scales",
+                 "x compile bf16 (without / with graphs / static)", "weights bf16/NVFP4", "rel err NVFP4 (static)"],
                 [[times["eager_bf16"], times["compiled_bf16"], times["compiled_bf16_graphs"], times["nvfp4_captured"],
-                  times["nvfp4"], times["nvfp4_graphs"],
-                  f"{result['speedup_vs_compiled_bf16']:.3f} / {result['graphs_speedup_vs_compiled_bf16_graphs']:.3f}",
-                  result["weight_ratio"], rel["nvfp4"]]])
+                  times["nvfp4"], times["nvfp4_graphs"], times["nvfp4_static_graphs"],
+                  f"{result['speedup_vs_compiled_bf16']:.3f} / {result['graphs_speedup_vs_compiled_bf16_graphs']:.3f}"
+                  f" / {result['static_graphs_speedup_vs_compiled_bf16_graphs']:.3f}",
+                  result["weight_ratio"], f"{rel['nvfp4']:.4f} ({rel['nvfp4_static_graphs']:.4f})"]])
     return finish(json_path, [result])
 
 

@@ -51,13 +51,14 @@ def _case(m: int, k: int, n: int, kind: str) -> dict:
     gate_v, gs = g._as_btn(gate, torch.Size([m, n]), dev)
     res_v, rs = g._as_btn(res, torch.Size([m, n]), dev)
     flags = dict(ACT=g.ACTIVATION_IDS[act], HAS_BIAS=True, HAS_GATE=gate is not None, HAS_RES=res is not None,
-                 WANT_AMAX=True)
+                 WANT_AMAX=True, QUANT_OUT=False)
     out = torch.empty(m, n, device=dev, dtype=bf16)
     amax = torch.zeros(1, device=dev)
     a_gs, w_gs = xq.global_scale.reshape(1), wq.global_scale.reshape(1)
+    no_quant_out = (a_gs,) * 4  # the QUANT_OUT epilogue's pointers, unused
 
     def pointer_kernel(_):
-        d.dense_pointer_gemm(a16, w16, a_gs, w_gs, bias, gate_v, gs, res_v, rs, m, out, amax, flags)
+        d.dense_pointer_gemm(a16, w16, a_gs, w_gs, bias, gate_v, gs, res_v, rs, m, out, amax, no_quant_out, flags)
 
     def whole(_):
         return g.gemm(xq.data, xq.scale, xq.global_scale, wq.data, wq.scale, wq.global_scale, bias, act, gate, res,
@@ -81,7 +82,7 @@ def _case(m: int, k: int, n: int, kind: str) -> dict:
             out.fill_(float("nan"))
             try:
                 run = lambda _: d.dense_tma_gemm(a16, w16, a_gs, w_gs, bias, gate_v, gs, res_v, rs, m, out, amax,  # noqa: E731
-                                                 flags, tile, per_sm)
+                                                 no_quant_out, flags, tile, per_sm)
                 run(0)
                 errors[name] = float((out.float() - want).norm() / want.norm())
                 times[name] = bench_graph_ms(run)

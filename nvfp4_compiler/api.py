@@ -11,6 +11,7 @@ from rich.progress import Progress
 from torch import nn
 
 from . import eager_fallback, ops
+from .calibration import STATIC_AMAX_PREFIX, static_amax_node
 from .capture import CaptureError, NVFP4Backend
 from .config import Config
 from .report import Report, latest_per_name
@@ -130,7 +131,7 @@ def calibrate(compiled: NVFP4Module, batches: Iterable, *, progress: bool = True
         f"graph{i}.{name}": float(buf)
         for i, g in enumerate(compiled.backend.graphs)
         for name, buf in g.graph_module.named_buffers()
-        if name.startswith("_nvfp4_amax_")
+        if name.startswith(STATIC_AMAX_PREFIX)
     }
 
 
@@ -141,10 +142,8 @@ def input_amax_by_module(compiled: NVFP4Module) -> dict[str, float]:
     for captured in compiled.backend.graphs:
         gm = captured.graph_module
         for node in gm.graph.nodes:
-            if node.op != "call_function" or node.target is not ops.QUANTIZE:
-                continue
-            source = node.args[1]
-            if isinstance(source, fx.Node) and source.op == "get_attr":
+            source = static_amax_node(node)
+            if source is not None:
                 value = float(getattr(gm, source.target))
                 if value == value:  # NaN: never calibrated
                     for module in node.meta.get("nvfp4_input_of", []):

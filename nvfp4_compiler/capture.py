@@ -73,7 +73,7 @@ def _weight_slots(gm: fx.GraphModule, arg_index: dict[str, int], ctx: CompileCon
 
     slots = []
     for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target is ops.GEMM:
+        if node.op == "call_function" and node.target in ops.GEMMS:
             placeholder = node.meta["nvfp4_weight_placeholder"]
             prefix = node.args[3].target.removesuffix("_data")
             slots.append(WeightSlot(arg_index[placeholder], prefix, ctx.site_of_node[node.name]))

@@ -275,7 +275,7 @@ def train(
               f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")
 
 
-BENCHMARKS = ("quantize", "gemm", "block", "attention", "training")
+BENCHMARKS = ("quantize", "gemm", "static_operand", "block", "attention", "training")
 
 
 @app.command()

@@ -23,7 +23,7 @@ LEGEND = {"nvfp4": "NVFP4 (fused GEMM kernel / quantize)", "boundary": "reads a 
 
 
 def _label(node: fx.Node, sites) -> str:
-    if node.target is ops.GEMM:
+    if node.target in ops.GEMMS:
         site = sites.get(node.name)
         return f"GEMM {site.name} [{', '.join(site.epilogue)}]" if site else "GEMM"
     if node.target is ops.QUANTIZE:
@@ -43,7 +43,7 @@ def graph_of(gm: fx.GraphModule, sites, params=frozenset()) -> nx.DiGraph:
         if node.op == "placeholder" and (not node.users or node.name in params):
             continue
         kind = "input" if node.op == "placeholder" else (
-            "nvfp4" if node.target in (ops.GEMM, ops.QUANTIZE) else "bf16")
+            "nvfp4" if node.target in (*ops.GEMMS, ops.QUANTIZE) else "bf16")
         g.add_node(node.name, label=_label(node, sites), kind=kind)
         if node.target is ops.GEMM:
             gemm_outputs.update(u for u in node.users if u.args[1] == 0)

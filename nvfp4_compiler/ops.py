@@ -7,6 +7,7 @@ filled in by the ``lower`` pass and names the implementation to run.
 Shapes (K logical reduction length, Kp = K padded to a multiple of 16):
     quantize(x [..., K])            -> data [..., Kp/2] uint8, scale [..., Kp/16] e4m3, global_scale [] fp32
     gemm(A packed [..., Kp/2], W packed [N, Kp/2], epilogue...) -> out [..., N], amax []
+    gemm_quantize(as gemm, next_amax)  -> data [..., N/2], scale [..., N/16], global_scale []
     dequantize(packed, k)           -> [..., k]
 """
 
@@ -48,10 +49,40 @@ def gemm(
 @gemm.register_fake
 def _(a_data, a_scale, a_global_scale, w_data, w_scale, w_global_scale, bias, activation, gate, residual,
       out_dtype, backend):
-    shape = (*a_data.shape[:-1], w_data.shape[0])
+    shape = _gemm_out_shape(a_data, w_data, gate, residual)
+    return a_data.new_empty(shape, dtype=out_dtype), a_data.new_empty((), dtype=torch.float32)
+
+
+def _gemm_out_shape(a_data, w_data, gate, residual) -> torch.Size:
+    """[..., N]: A's rows, broadcast with the gate/residual shapes."""
+    shape = torch.Size([*a_data.shape[:-1], w_data.shape[0]])
     if gate is not None or residual is not None:
         shape = torch.broadcast_shapes(shape, *(t.shape for t in (gate, residual) if t is not None))
-    return a_data.new_empty(shape, dtype=out_dtype), a_data.new_empty((), dtype=torch.float32)
+    return shape
+
+
+@torch.library.custom_op("nvfp4::gemm_quantize", mutates_args=())
+def gemm_quantize(
+    a_data: torch.Tensor, a_scale: torch.Tensor, a_global_scale: torch.Tensor,
+    w_data: torch.Tensor, w_scale: torch.Tensor, w_global_scale: torch.Tensor,
+    bias: torch.Tensor | None, activation: str, gate: torch.Tensor | None, residual: torch.Tensor | None,
+    out_dtype: torch.dtype, next_amax: torch.Tensor, backend: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``quantize(gemm(...)[0], next_amax, 1)`` in one op: the GEMM's epilogue writes the next GEMM's
+    NVFP4 operand (static per-tensor amax) instead of its ``out_dtype`` output."""
+    return get_backend(backend).gemm_quantize_op(
+        a_data, a_scale, a_global_scale, w_data, w_scale, w_global_scale,
+        bias, activation, gate, residual, out_dtype, next_amax,
+    )
+
+
+@gemm_quantize.register_fake
+def _(a_data, a_scale, a_global_scale, w_data, w_scale, w_global_scale, bias, activation, gate, residual,
+      out_dtype, next_amax, backend):
+    *lead, n = _gemm_out_shape(a_data, w_data, gate, residual)
+    data = a_data.new_empty((*lead, n // 2), dtype=torch.uint8)
+    scale = a_data.new_empty((*lead, n // 16), dtype=torch.float8_e4m3fn)
+    return data, scale, a_data.new_empty((), dtype=torch.float32)
 
 
 @torch.library.custom_op("nvfp4::dequantize", mutates_args=())
@@ -68,4 +99,6 @@ def _(data, scale, global_scale, k, out_dtype, backend):
 
 QUANTIZE = torch.ops.nvfp4.quantize.default
 GEMM = torch.ops.nvfp4.gemm.default
+GEMM_QUANTIZE = torch.ops.nvfp4.gemm_quantize.default
+GEMMS = (GEMM, GEMM_QUANTIZE)  # the ops that hold a weight and a GEMM site
 DEQUANTIZE = torch.ops.nvfp4.dequantize.default

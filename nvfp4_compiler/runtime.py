@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from .calibration import run_observing
+from .calibration import check_calibrated, run_observing
 from .format import NVFP4Tensor, quantize
 from .passes.base import CompileContext, GemmSite
 
@@ -59,6 +59,7 @@ class GraphRunner:
         self.gm, self.ctx, self.slots, self.cache = gm, ctx, slots, cache
         self.param_names, self.backend = param_names, backend
         self.seen_weight_sets: set[tuple[int, ...]] = set()
+        self.scales_checked = False  # static activation scales found calibrated (check_calibrated)
         # Set when Inductor compiled the graph (inductor.compile_graph); called with ``gm``, it
         # reads the slots' current weights from it.
         self.compiled = None
@@ -70,7 +71,11 @@ class GraphRunner:
             self.seen_weight_sets.add(ids)
             self._record_reuse(args)
         if self.backend.calibrating:
+            self.scales_checked = False
             return run_observing(self.gm, args)
+        if not self.scales_checked:  # once, not per call: the check reads the buffers back to the host
+            check_calibrated(self.gm)
+            self.scales_checked = True
         if self.compiled is not None:
             return self.compiled(self.gm, args)
         return self.gm.forward(*args)

@@ -224,6 +224,33 @@ def test_static_scales_need_calibration_then_match_recorded_amax():
 
 
 @torch.no_grad()
+def test_static_scales_let_the_producing_gemm_write_the_next_operand():
+    """With static scales a GEMM whose output only feeds the next GEMM's quantize writes that NVFP4
+    operand itself (nvfp4.gemm_quantize): the bf16 tensor between them is gone from the graph and
+    from the envelope's boundaries, and the model computes what the unfused graph computes."""
+    model, inputs = _tiny()
+    batches = [inputs, example_inputs(model.cfg, seed=1)]
+    fused = nvfp4.compile(model, activation_scales="static")
+    amax = nvfp4.calibrate(fused, batches, progress=False)
+    out = fused(*inputs)
+    torch._dynamo.reset()
+    unfused = nvfp4.compile(model, activation_scales="static", fuse_epilogues=False)
+    unfused_amax = nvfp4.calibrate(unfused, batches, progress=False)
+    assert rel_err(out, unfused(*inputs)) < FP32_TOL
+    assert sorted(amax.values()) == pytest.approx(sorted(unfused_amax.values()), rel=1e-5)
+
+    report = nvfp4.report(fused)
+    by_name = {g.name: g for g in report.gemms}
+    assert by_name["blocks.0.ffn.up"].epilogue == ["bias", "gelu_tanh", "NVFP4 output (static scale)"]
+    assert by_name["blocks.0.ffn.down"].input_scale == "static, quantized in the producing GEMM's epilogue"
+    assert "blocks.0.ffn.up" not in {b.producer for b in report.boundaries}
+    assert "blocks.0.ffn.down" in nvfp4.api.input_amax_by_module(fused)
+    graph_ops = [n.target for g in fused.backend.graphs for n in g.graph_module.graph.nodes]
+    fused_sites = sum("NVFP4 output (static scale)" in g.epilogue for g in report.gemms)
+    assert graph_ops.count(ops.GEMM_QUANTIZE) == fused_sites >= 2
+
+
+@torch.no_grad()
 def test_uncalibrated_static_scales_fail_loudly():
     model, inputs = _tiny()
     compiled = nvfp4.compile(model, activation_scales="static")

@@ -249,6 +249,89 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
     assert amax.data_ptr() % 16 == 0  # Inductor asserts 16-byte aligned outputs of the op
 
 
+E2M1_GRID = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+
+
+def _exact_sum_operands(lead, n, k, seed):
+    """NVFP4 operands whose GEMM is exact in fp32 in any summation order: every 16-block holds a
+    +-6, so all block scales are 448 and the values are E2M1 grid points; products are then
+    multiples of 1/4 x 448^2 (reference) or 49/16 (the kernels' fp16 tiles) of at most 36 x that,
+    and with K <= 2000 every partial sum stays exact. All kernel paths, split-K atomics included,
+    so reach the reference's accumulator bit for bit."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def grid_tensor(*shape):
+        values = E2M1_GRID[torch.randint(0, 8, shape, generator=gen)]
+        values = values * (torch.randint(0, 2, shape, generator=gen) * 2 - 1)
+        values[..., ::16] = 6.0
+        return nvfp4.quantize(values)
+
+    assert k <= 2000
+    xq, wq = grid_tensor(*lead, k), grid_tensor(n, k)
+    return [t.to(DEVICE) for t in (xq.data, xq.scale, xq.global_scale, wq.data, wq.scale, wq.global_scale)]
+
+
+QUANT_OUT_CASES = [
+    # lead, n, k, activation, bias, gate shape, residual, out dtype: "none"/"relu" epilogues are the
+    # reference's IEEE operations, so the fused operand equals the reference's bit for bit.
+    ((1,), 32, 64, "relu", True, None, True, torch.bfloat16),
+    ((7,), 48, 64, "none", True, (48,), False, torch.float32),
+    ((2, 9), 64, 96, "gelu_tanh", True, None, True, torch.bfloat16),
+    ((33,), 32, 160, "silu", False, None, False, torch.float16),
+]
+if ON_GPU:
+    QUANT_OUT_CASES += [((4680,), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16),
+                        ((64,), 1536, 1536, "none", True, (1, 1536), True, torch.bfloat16)]
+QUANT_OUT_PATHS = [(*case, path) for case in QUANT_OUT_CASES
+                   for path in ("auto", "split3", "dense", "dense_pointer", "vector")
+                   if path != "vector" or torch.Size(case[0]).numel() == 1]
+
+
+@pytest.mark.parametrize("lead,n,k,act,has_bias,gate_shape,has_res,dtype,path", QUANT_OUT_PATHS)
+def test_gemm_writes_the_next_operand_bit_identical(lead, n, k, act, has_bias, gate_shape, has_res, dtype, path,
+                                                    monkeypatch):
+    """With a static ``next_amax`` the epilogue quantizes its rounded output: the bytes, scales and
+    S_dec are those of quantizing the unfused output (and, where the epilogue is IEEE arithmetic
+    only, of the reference backend's gemm_quantize_op). The amax is set below the output's so that
+    saturation is exercised; two poisons show any byte left unwritten."""
+    from nvfp4_compiler.backends.triton import dense_gemm
+
+    if path == "dense_pointer":
+        monkeypatch.setattr(dense_gemm, "has_tma", lambda device: False)
+    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}, "dense_pointer": {"dense": True},
+             "vector": {"vector": True}}[path]
+    args = _exact_sum_operands(lead, n, k, seed=n + k)
+    gen = torch.Generator().manual_seed(6)
+    bias = torch.randn(n, generator=gen).to(DEVICE) if has_bias else None
+    gate = torch.randn(gate_shape, generator=gen).to(DEVICE, dtype) if gate_shape else None
+    res = torch.randn(*lead, n, generator=gen).to(DEVICE, dtype) if has_res else None
+    epilogue = (bias, act, gate, res, dtype)
+    unfused, _ = tgemm.gemm(*args, *epilogue, **force)
+    next_amax = unfused.float().abs().amax() * 0.75
+    m = unfused.numel() // n
+    runs = []
+    for poison in POISONS:
+        out = (torch.full((m, n // 2), poison, dtype=torch.uint8, device=DEVICE),
+               torch.full((m, n // 16), poison, dtype=torch.uint8, device=DEVICE))
+        runs.append(tgemm.gemm(*args, *epilogue, next_amax=next_amax, out=out, **force))
+    wants = [tquant.quantize(unfused, next_amax)]
+    if act in ("none", "relu"):
+        wants.append(reference.gemm_quantize_op(*args, *epilogue, next_amax.cpu()))
+    for data, scale, s_dec in runs:
+        assert data.shape == (*unfused.shape[:-1], n // 2) and scale.shape == (*unfused.shape[:-1], n // 16)
+        for want_data, want_scale, want_s_dec in wants:
+            assert torch.equal(data.cpu(), want_data.cpu())
+            assert torch.equal(scale.view(torch.uint8).cpu(), want_scale.view(torch.uint8).cpu())
+            assert torch.equal(s_dec.cpu(), want_s_dec.cpu())
+    assert runs[0][2].data_ptr() % 16 == 0  # Inductor asserts 16-byte aligned outputs of the op
+
+
+def test_gemm_next_operand_needs_n_a_multiple_of_16():
+    args = _operands((4,), 40, 32)
+    with pytest.raises(ValueError, match="next_amax.*multiple of 16.*N = 40"):
+        tgemm.gemm(*args, None, "none", None, None, torch.bfloat16, next_amax=torch.tensor(1.0, device=DEVICE))
+
+
 @pytest.mark.parametrize("programs", [1, 2])
 def test_dense_tma_kernel_walks_every_tile_with_few_programs(programs, monkeypatch):
     """The persistent TMA kernel's programs stride over the output tiles: with fewer programs than
@@ -297,3 +380,24 @@ def test_compiled_tiny_model_on_triton_equals_reference_backend():
         out_ref = nvfp4.compile(model, backend="reference")(*inputs)
     assert {g.backend for g in on_triton.report().quantized} == {"triton"}
     assert (out_triton - out_ref).norm() / out_ref.norm() < 1e-5
+
+
+def test_compiled_tiny_model_with_static_scales_on_triton_equals_reference_backend():
+    """Static scales: the FFN's up GEMM writes the down GEMM's operand in its epilogue on both
+    backends; an uncalibrated model is refused before any kernel runs."""
+    from nvfp4_compiler.models import build_model, example_inputs
+
+    model = build_model("tiny", device=DEVICE).eval()
+    inputs = example_inputs(model.cfg, device=DEVICE)
+    outputs = {}
+    with torch.no_grad():
+        for backend in ("triton", "reference"):
+            torch._dynamo.reset()
+            compiled = nvfp4.compile(model, backend=backend, activation_scales="static")
+            with pytest.raises(ValueError, match="never calibrated"):
+                compiled(*inputs)
+            nvfp4.calibrate(compiled, [inputs], progress=False)
+            outputs[backend] = compiled(*inputs)
+            fused = [g for g in compiled.report().quantized if "NVFP4 output (static scale)" in g.epilogue]
+            assert fused and {g.backend for g in fused} == {backend}
+    assert (outputs["triton"] - outputs["reference"]).norm() / outputs["reference"].norm() < 1e-5

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..calibration import UNCALIBRATED
 from ..format import BLOCK_2D, NVFP4Tensor, quantize
 from ..format.e2m1 import e2m1_decode, unpack_nibbles
 
@@ -34,10 +35,7 @@ def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, *, r
     ``rht`` transforms along K first, a ``seed`` rounds stochastically (the training operands)."""
     block = BLOCK_2D if tile_rows == 16 else (1, 16)
     if amax is not None and bool(torch.isnan(amax)):
-        raise ValueError(
-            "amax: this static activation scale was never calibrated; run "
-            "nvfp4.calibrate(compiled, batches) before calling a model compiled with activation_scales='static'"
-        )
+        raise ValueError(UNCALIBRATED)
     if isinstance(seed, torch.Tensor):  # drawn on the device (see training._seed)
         seed = int(seed.item())
     q = quantize(x, block=block, amax=amax, rht=rht, stochastic=seed is not None, seed=seed, nan="propagate")
@@ -72,6 +70,14 @@ def gemm_op(
         y = residual.to(torch.float32) + y
     out = y.to(out_dtype)
     return out, out.abs().amax().to(torch.float32) if out.numel() else torch.zeros((), device=out.device)
+
+
+def gemm_quantize_op(a_data, a_scale, a_global, w_data, w_scale, w_global, bias, activation, gate, residual,
+                     out_dtype: torch.dtype, next_amax: torch.Tensor):
+    """The next GEMM's NVFP4 operand straight from this GEMM: ``quantize_op(gemm_op(...)[0],
+    next_amax, 1)``, the output rounded to ``out_dtype`` first exactly as the unfused graph does."""
+    out, _ = gemm_op(a_data, a_scale, a_global, w_data, w_scale, w_global, bias, activation, gate, residual, out_dtype)
+    return quantize_op(out, next_amax, 1)
 
 
 def dequantize_op(data, scale, global_scale, k: int, out_dtype: torch.dtype) -> torch.Tensor:

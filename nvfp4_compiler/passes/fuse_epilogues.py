@@ -11,6 +11,10 @@ Bias is folded by ``quantize_gemms`` already (it is the linear's own). This pass
 4. Next scale.   Matches:  quantize(out, None, ...) where ``out`` is a GEMM's output (dynamic scales)
                  Rewrite to: quantize(out, gemm(...)[1], ...): the producer's epilogue reduces
                  max |out| while it writes ``out``, so the consumer skips its own pass over memory.
+5. NVFP4 output. Matches:  quantize(out, amax_buffer, 1) where ``out`` is a GEMM's output read by
+                 nothing else and N % 16 == 0 (static scales: the amax is known before the GEMM runs)
+                 Rewrite to: gemm_quantize(..., amax_buffer): the epilogue writes the next GEMM's
+                 NVFP4 operand; ``out`` is never written in bf16 (one envelope boundary fewer).
 
 Requires: ``quantize_gemms`` has run. Ensures: the graph computes the same function (the
 reference backend evaluates the epilogue in fp32 and rounds once, see backends/reference.py);
@@ -151,6 +155,13 @@ def _move_gemm_after_its_inputs(gemm: fx.Node) -> None:
         anchor = user
 
 
+def _set_input_scale(ctx: CompileContext, consumers: list[str], how: str) -> None:
+    """Record on the consuming GEMMs' sites how their activation's scale is now found."""
+    for site in ctx.sites:
+        if site.name in consumers and site.graph_id == ctx.graph_id:
+            site.input_scale = how
+
+
 def _fuse_next_scale(graph: fx.Graph, ctx: CompileContext) -> int:
     count = 0
     for q in [n for n in graph.nodes if is_call(n, (ops.QUANTIZE,))]:
@@ -162,16 +173,40 @@ def _fuse_next_scale(graph: fx.Graph, ctx: CompileContext) -> int:
         copy_meta_value(amax, torch.empty((), dtype=torch.float32, device="meta"))
         q.args = (q.args[0], amax, *q.args[2:])
         ctx.site_of_node[producer.name].epilogue.append("next-scale amax")
-        for consumer in q.meta.get("nvfp4_input_of", []):
-            for site in ctx.sites:
-                if site.name == consumer and site.graph_id == ctx.graph_id:
-                    site.input_scale = "dynamic, amax from the producing GEMM's epilogue"
+        _set_input_scale(ctx, q.meta.get("nvfp4_input_of", []), "dynamic, amax from the producing GEMM's epilogue")
+        count += 1
+    return count
+
+
+def _fuse_static_quantize(graph: fx.Graph, ctx: CompileContext) -> int:
+    count = 0
+    for q in [n for n in graph.nodes if is_call(n, (ops.QUANTIZE,))]:
+        out, amax, tile_rows = q.args[:3]
+        producer = _gemm_of(out)
+        value = example_value(out)
+        if producer is None or amax is None or tile_rows != 1 or len(out.users) != 1 or len(producer.users) != 1:
+            continue
+        if value is None or value.shape[-1] % 16:
+            continue
+        with graph.inserting_before(q):
+            fused = graph.call_function(ops.GEMM_QUANTIZE, (*producer.args[:-1], amax, producer.args[-1]))
+        fused.meta.update(producer.meta)  # the weight placeholder the runtime's slots need
+        fused.meta["nvfp4_input_of"] = q.meta.get("nvfp4_input_of", [])
+        q.replace_all_uses_with(fused)
+        graph.erase_node(q)
+        graph.erase_node(out)
+        graph.erase_node(producer)
+        site = ctx.site_of_node.pop(producer.name)
+        ctx.site_of_node[fused.name] = site
+        site.epilogue.append("NVFP4 output (static scale)")
+        _set_input_scale(ctx, fused.meta["nvfp4_input_of"], "static, quantized in the producing GEMM's epilogue")
         count += 1
     return count
 
 
 def fuse_epilogues(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
-    """Fold activation, gate, residual and the next quantization's amax into GEMM epilogues."""
+    """Fold activation, gate, residual and the next quantization (its amax; with static scales,
+    all of it) into GEMM epilogues."""
     graph = gm.graph
     count = 0
     for gemm in [n for n in graph.nodes if is_call(n, (ops.GEMM,))]:
@@ -186,6 +221,7 @@ def fuse_epilogues(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
                 count += 1
         _move_gemm_after_its_inputs(gemm)
     count += _fuse_next_scale(graph, ctx)
+    count += _fuse_static_quantize(graph, ctx)
     graph.eliminate_dead_code()
     graph.lint()
     gm.recompile()

@@ -1,6 +1,6 @@
 """Pass ``lower``: choose the backend that runs each nvfp4 op, by device and shape.
 
-Matches:  every nvfp4.quantize / nvfp4.gemm / nvfp4.dequantize node
+Matches:  every nvfp4.quantize / nvfp4.gemm / nvfp4.gemm_quantize / nvfp4.dequantize node
 Rewrite:  its ``backend`` argument (the last) set to the backend chosen for its device
 
 Requires: ``quantize_gemms`` (and optionally ``fuse_epilogues``) has run.
@@ -17,7 +17,7 @@ from .. import ops
 from ..backends import resolve_backend
 from .base import CompileContext, PassResult, example_value, is_call
 
-NVFP4_OPS = (ops.QUANTIZE, ops.GEMM, ops.DEQUANTIZE)
+NVFP4_OPS = (ops.QUANTIZE, *ops.GEMMS, ops.DEQUANTIZE)
 STRATEGIES = {
     "reference": "dequantize tiles to fp32, torch.matmul, epilogue in fp32 (activation quantized by a separate op)",
 }
@@ -49,10 +49,12 @@ def lower(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
         if not is_call(node, NVFP4_OPS):
             continue
         node.args = (*node.args[:-1], backend)
-        if node.target is ops.GEMM:
+        if node.target in ops.GEMMS:
             site = ctx.site_of_node[node.name]
             site.backend = backend
             site.strategy = _strategy(backend, site.m)
+            if node.target is ops.GEMM_QUANTIZE:
+                site.strategy += "; the epilogue writes the next GEMM's NVFP4 operand (static scale), no bf16 output"
         count += 1
     gm.recompile()
     unresolved = [n.name for n in gm.graph.nodes if is_call(n, NVFP4_OPS) and not n.args[-1]]

@@ -21,6 +21,7 @@ import torch
 import torch.fx as fx
 
 from .. import ops
+from ..calibration import STATIC_AMAX_PREFIX
 from ..config import FLOAT_DTYPES
 from .base import (
     LINEAR_TARGETS,
@@ -67,7 +68,7 @@ def _register_weight(gm: fx.GraphModule, prefix: str, weight: torch.Tensor, cach
 
 
 def _static_amax_buffer(gm: fx.GraphModule, index: int, device: torch.device) -> str:
-    name = f"_nvfp4_amax_{index}"
+    name = f"{STATIC_AMAX_PREFIX}{index}"
     # NaN marks "not calibrated yet"; calibrate() fills it with the observed max |x|.
     gm.register_buffer(name, torch.full((), float("nan"), device=device))
     return name

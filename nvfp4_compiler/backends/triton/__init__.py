@@ -23,5 +23,11 @@ def gemm_op(a_data, a_scale, a_global, w_data, w_scale, w_global, bias, activati
     return _gemm(a_data, a_scale, a_global, w_data, w_scale, w_global, bias, activation, gate, residual, out_dtype)
 
 
+def gemm_quantize_op(a_data, a_scale, a_global, w_data, w_scale, w_global, bias, activation, gate, residual,
+                     out_dtype, next_amax):
+    return _gemm(a_data, a_scale, a_global, w_data, w_scale, w_global, bias, activation, gate, residual, out_dtype,
+                 next_amax=next_amax)
+
+
 # Dequantization is off the hot path (inspection, export): the reference serves it.
 dequantize_op = reference.dequantize_op

@@ -65,10 +65,11 @@ def decode_to_f16(data: torch.Tensor, scale: torch.Tensor, tile=None) -> torch.T
 @triton.jit
 def dense_tma_kernel(
     a_desc, w_desc, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+    q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
     M, N, KP, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    WANT_AMAX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr = 8,
+    WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr = 8,
 ):
     """fp16 [M, KP] x fp16 [N, KP]^T through TMA descriptors ([BLOCK_M, BLOCK_K] and
     [BLOCK_N, BLOCK_K] boxes; rows and columns past the matrix read as zeros). Every program
@@ -84,8 +85,8 @@ def dense_tma_kernel(
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-                  stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-                  ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
+                  q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
+                  stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT)
 
 
 def _pointer_configs():
@@ -100,10 +101,11 @@ def _pointer_configs():
 @triton.jit
 def dense_pointer_kernel(
     a_ptr, w_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+    q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
     M, N, KP, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    WANT_AMAX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr = 8,
+    WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr = 8,
 ):
     """The same GEMM with masked pointer loads, one program per output tile (GPUs without TMA)."""
     pid_m, pid_n = _tile_coords(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -121,8 +123,8 @@ def dense_pointer_kernel(
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
     _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-              stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-              ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
+              q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
+              stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -131,33 +133,37 @@ def has_tma(device: torch.device) -> bool:
     return INTERPRET or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
-def dense_tma_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, flags, tile=None,
+def dense_tma_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags, tile=None,
                    programs_per_sm: int = 1):
     """dense_tma_kernel on decoded operands, one program per SM; ``tile`` = (BLOCK_M, BLOCK_N,
     BLOCK_K, warps, stages), TMA_TILE(_FP32_OUT) unless given, and ``programs_per_sm`` are for the
     sweep."""
+    # The tile follows the dtype the epilogue rounds to, with a quantizing epilogue too (QUANT_OUT):
+    # 128 x 256 then needs 152 KB of shared memory (272 KB for fp32), and at the Wan FFN-up shapes
+    # measured 1% slower (Wan-1.3B) to 6% faster (Wan-5B) than 128 x 128 (RESULTS.md, tenth session).
     bm, bn, bk, warps, stages = tile or (TMA_TILE_FP32_OUT if out.dtype == torch.float32 else TMA_TILE)
     m, n = a16.shape[0], w16.shape[0]
     programs = min(triton.cdiv(m, bm) * triton.cdiv(n, bn), programs_per_sm * _num_sms(a16.device))
     dense_tma_kernel[(programs,)](
         TensorDescriptor.from_tensor(a16, [bm, bk]), TensorDescriptor.from_tensor(w16, [bn, bk]),
-        a_gs, w_gs, bias, gate, res, out, amax, m, n, a16.shape[1], t_rows, *gs, *rs,
+        a_gs, w_gs, bias, gate, res, out, amax, *q, m, n, a16.shape[1], t_rows, *gs, *rs,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages, **flags)
 
 
-def dense_pointer_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, flags):
+def dense_pointer_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags):
     """dense_pointer_kernel on decoded operands (autotuned per shape)."""
     m, n = a16.shape[0], w16.shape[0]
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
-    dense_pointer_kernel[grid](a16, w16, a_gs, w_gs, bias, gate, res, out, amax, m, n, a16.shape[1], t_rows,
+    dense_pointer_kernel[grid](a16, w16, a_gs, w_gs, bias, gate, res, out, amax, *q, m, n, a16.shape[1], t_rows,
                                *gs, *rs, **flags)
 
 
-def dense_gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, flags):
+def dense_gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags):
     """``out`` (and the atomic max into ``amax``): decode both operands to fp16, then the TMA
-    kernel where the GPU has TMA, else the pointer-load kernel. Arguments as gemm.gemm prepares them: a_data [M, Kp/2],
-    a_scale [M, Kp/16], gate/res as [B, T, N] views with their strides gs/rs, out [M, N]."""
+    kernel where the GPU has TMA, else the pointer-load kernel. Arguments as gemm._launch prepares them: a_data
+    [M, Kp/2], a_scale [M, Kp/16], gate/res as [B, T, N] views with their strides gs/rs, out [M, N], q the
+    QUANT_OUT epilogue's pointers."""
     a16, w16 = decode_to_f16(a_data, a_scale), decode_to_f16(w_data, w_scale)
     launch = dense_tma_gemm if has_tma(a16.device) else dense_pointer_gemm
-    launch(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, flags)
+    launch(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags)
 

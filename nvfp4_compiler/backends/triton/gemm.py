@@ -23,7 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import DECODED_TILE_UNSCALE, decode_nvfp4_tile, to_bf16_rne
+from .numerics import (DECODED_TILE_UNSCALE, block_scales, decode_nvfp4_tile, e2m1_encode, encode_scale,
+                       pack_codes_words, to_bf16_rne)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 ACTIVATION_IDS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3, "relu": 4}
@@ -76,11 +77,40 @@ def _activation(y, ACT: tl.constexpr):
 
 
 @triton.jit
+def _store_nvfp4(v, offs_m, offs_n, M, N, data_ptr, scale_ptr, amax_ptr, gs_ptr):
+    """Quantize the output tile ``v`` (fp32, already rounded to the output dtype) to NVFP4 along N
+    with the per-tensor amax at ``amax_ptr``, as quantize.py's kernel does (1x16 blocks, N a
+    multiple of 16): E2M1 pairs into data_ptr (int32 words [M, N/8]), E4M3 bits into scale_ptr
+    ([M, N/16] uint8); the tile holding element (0, 0) writes S_dec to gs_ptr."""
+    BM: tl.constexpr = v.shape[0]
+    BN: tl.constexpr = v.shape[1]
+    s_enc = encode_scale(tl.load(amax_ptr))
+    s_dec = tl.math.div_rn(tl.full(s_enc.shape, 1.0, tl.float32), s_enc)
+    blocks = tl.reshape(v, (BM, BN // 16, 16))
+    b_bits, encode = block_scales(tl.max(tl.abs(blocks), axis=2), s_enc, s_dec)
+    words = pack_codes_words(tl.reshape(e2m1_encode(blocks * encode[:, :, None]), (BM, BN // 8, 8)))
+    first_col = tl.min(offs_n, axis=0)
+    row_ok = offs_m[:, None] < M
+    word_cols = first_col // 8 + tl.arange(0, BN // 8)
+    tl.store(data_ptr + offs_m[:, None] * (N // 8) + word_cols[None, :], words,
+             mask=row_ok & (word_cols[None, :] < N // 8))
+    scale_cols = first_col // 16 + tl.arange(0, BN // 16)
+    tl.store(scale_ptr + offs_m[:, None] * (N // 16) + scale_cols[None, :], b_bits.to(tl.uint8),
+             mask=row_ok & (scale_cols[None, :] < N // 16))
+    # A masked store, not an ``if``: an scf.if inside dense_tma_kernel's flattened persistent loop
+    # fails Triton 3.6's pipeline ("region control flow edge ... needs 2").
+    tl.store(gs_ptr, s_dec, mask=(tl.min(offs_m, axis=0) == 0) & (first_col == 0))
+
+
+@triton.jit
 def _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+              q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
               stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
               ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-              WANT_AMAX: tl.constexpr):
-    """out = residual + gate * act(acc * alpha + bias), rounded once; amax of the rounded out."""
+              WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr):
+    """out = residual + gate * act(acc * alpha + bias), rounded once; amax of the rounded out.
+    QUANT_OUT: the rounded out is not written but quantized to NVFP4 with the static amax at
+    q_amax_ptr (``_store_nvfp4``): the next GEMM's operand, out_ptr only giving the dtype to round to."""
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     y = (acc * OPERAND_UNSCALE) * (tl.load(a_gs_ptr) * tl.load(w_gs_ptr))  # x 2^14 is exact: acc as the reference's
     if HAS_BIAS:
@@ -99,9 +129,12 @@ def _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_p
         out = to_bf16_rne(y)
     else:
         out = y.to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + offs_m[:, None] * N + offs_n[None, :], out, mask=mask)
-    if WANT_AMAX:
-        tl.atomic_max(amax_ptr, tl.max(tl.max(tl.where(mask, tl.abs(out.to(tl.float32)), 0.0), axis=1), axis=0))
+    if QUANT_OUT:
+        _store_nvfp4(out.to(tl.float32), offs_m, offs_n, M, N, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr)
+    else:
+        tl.store(out_ptr + offs_m[:, None] * N + offs_n[None, :], out, mask=mask)
+        if WANT_AMAX:
+            tl.atomic_max(amax_ptr, tl.max(tl.max(tl.where(mask, tl.abs(out.to(tl.float32)), 0.0), axis=1), axis=0))
 
 
 def _configs():
@@ -128,10 +161,11 @@ def _prune(configs, named_args, **kwargs):
                  reset_to_zero=["acc_ptr"])
 @triton.jit
 def gemm_kernel(
-    a_ptr, as_ptr, w_ptr, ws_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr, acc_ptr,
+    a_ptr, as_ptr, w_ptr, ws_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+    q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, acc_ptr,
     M, N, KP, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    WANT_AMAX: tl.constexpr, SPLIT_K: tl.constexpr,
+    WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr, SPLIT_K: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr = 8,
 ):
     pid_m, pid_n = _tile_coords(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -148,8 +182,8 @@ def gemm_kernel(
 
     if SPLIT_K == 1:
         _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-                  stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-                  ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
+                  q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
+                  stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT)
     else:
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
         tl.atomic_add(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask)
@@ -158,17 +192,18 @@ def gemm_kernel(
 @triton.jit
 def split_k_epilogue_kernel(
     acc_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+    q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
     M, N, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    WANT_AMAX: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     acc = tl.load(acc_ptr + offs_m[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
     _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-              stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-              ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX)
+              q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
+              stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT)
 
 
 #: From this many rows a GEMM is compute-bound on Hopper (DESIGN.md: M ~ 300 for bf16): decode
@@ -223,15 +258,30 @@ def _as_btn(t: torch.Tensor | None, out_shape: torch.Size, device) -> tuple[torc
     return view, tuple(view.stride())
 
 
+def _nvfp4_sink(m: int, n: int, next_amax: torch.Tensor, out, device) -> tuple[torch.Tensor, ...]:
+    """(data [m, n/2] uint8, scale [m, n/16] uint8, next_amax [1], S_dec [1]) for a QUANT_OUT
+    epilogue; data and scale are ``out`` when given. S_dec is 16-byte aligned (Inductor asserts
+    that of op outputs)."""
+    if n % 16:
+        raise ValueError(f"next_amax: quantizing the GEMM output needs N a multiple of 16, got N = {n}")
+    if out is None:
+        out = (torch.empty(m, n // 2, dtype=torch.uint8, device=device),
+               torch.empty(m, n // 16, dtype=torch.uint8, device=device))
+    data, scale = (t.view(torch.uint8).view(m, -1) for t in out)
+    return data, scale, next_amax.reshape(1).to(torch.float32), torch.empty(4, dtype=torch.float32, device=device)[:1]
+
+
 def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, residual, out_dtype,
-         *, split_k: int | None = None, dense: bool | None = None, vector: bool | None = None,
-         out: torch.Tensor | None = None):
-    """Same contract as ``backends.reference.gemm_op``. ``split_k`` forces the in-register kernel
-    with that split, ``dense`` forces (or forbids) the decoded-operand kernel, ``vector`` the
-    GEMV kernel (M = 1; with ``split_k``, that split), and ``out`` ([M, N] of ``out_dtype``)
+         *, next_amax: torch.Tensor | None = None, split_k: int | None = None, dense: bool | None = None,
+         vector: bool | None = None, out=None):
+    """Same contract as ``backends.reference.gemm_op``: (out, amax). With a static ``next_amax``,
+    ``reference.gemm_quantize_op``'s: the epilogue quantizes the rounded output to NVFP4 (the next
+    GEMM's operand, 1x16 blocks along N) instead of writing it; (data, scale, S_dec) come back.
+
+    ``split_k`` forces the in-register kernel with that split, ``dense`` forces (or forbids) the
+    decoded-operand kernel, ``vector`` the GEMV kernel (M = 1; with ``split_k``, that split), and
+    ``out`` ([M, N] of ``out_dtype``; with ``next_amax``, (data, scale) of the returned shapes)
     receives the result (tests poison it first)."""
-    from .dense_gemm import dense_gemm  # dense_gemm.py and gemv.py build on this module's device functions
-    from .gemv import GEMV_MAX_M, gemv
     lead = a_data.shape[:-1]
     kp = a_data.shape[-1] * 2
     n = w_data.shape[0]
@@ -243,40 +293,58 @@ def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, r
         out_shape = torch.broadcast_shapes(out_shape, *(t.shape for t in (gate, residual) if t is not None))
         if out_shape[:-1].numel() != m:  # epilogue operands that enlarge the output: not a GEMM epilogue
             raise ValueError(f"gate/residual: broadcast shape {tuple(out_shape)} does not match {m} GEMM rows")
-    out = torch.empty(m, n, dtype=out_dtype, device=device) if out is None else out
-    if m == 0:
-        return out.view(out_shape), torch.zeros((), dtype=torch.float32, device=device)
+    if next_amax is None:
+        out = torch.empty(m, n, dtype=out_dtype, device=device) if out is None else out
+        q = None
+    else:
+        q = _nvfp4_sink(m, n, next_amax, out, device)
+        out = torch.empty(1, dtype=out_dtype, device=device)  # only its dtype is read: the rounding before quantizing
+    amax = _launch(a2, a_scale.view(torch.uint8).reshape(-1, kp // 16), a_gs.reshape(1), w_data,
+                   w_scale.view(torch.uint8), w_gs.reshape(1), bias, activation, gate, residual, out_shape, out, q,
+                   split_k=split_k, dense=dense, vector=vector) if m else torch.zeros(1, device=device)
+    if next_amax is None:
+        return out.view(out_shape), amax.view(())
+    data, scale, _, s_dec = q
+    if not m:
+        s_dec.fill_(1.0)  # as quantize.py gives an empty tensor
+    return (data.view(*out_shape[:-1], n // 2), scale.view(torch.float8_e4m3fn).view(*out_shape[:-1], n // 16),
+            s_dec.view(()))
+
+
+def _launch(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, residual, out_shape, out, q,
+            *, split_k, dense, vector) -> torch.Tensor:
+    """Run the kernel ``gemm`` picks (GEMV, decoded-operand or in-register) on [M, Kp/2] operands
+    and uint8 scales, with a QUANT_OUT epilogue into ``q`` (``_nvfp4_sink``) unless it is None;
+    returns the output's amax [1] (undefined with QUANT_OUT)."""
+    from .dense_gemm import dense_gemm  # dense_gemm.py and gemv.py build on this module's device functions
+    from .gemv import GEMV_MAX_M, gemv
+    (m, kp), n, device = (a2.shape[0], a2.shape[1] * 2), w_data.shape[0], a2.device
     gate_v, gs = _as_btn(gate, out_shape, device)
     res_v, rs = _as_btn(residual, out_shape, device)
     t_rows = out_shape[-2] if len(out_shape) > 1 else 1
     bias_t = bias if bias is not None else torch.empty(1, device=device)
     flags = dict(ACT=ACTIVATION_IDS[activation], HAS_BIAS=bias is not None, HAS_GATE=gate is not None,
-                 HAS_RES=residual is not None, WANT_AMAX=True)
+                 HAS_RES=residual is not None, WANT_AMAX=True, QUANT_OUT=q is not None)
+    # The kernels store packed codes as int32 words; without QUANT_OUT the pointers are not touched.
+    q = (q[0].view(torch.int32), *q[1:]) if q is not None else (a_gs,) * 4
     if vector if vector is not None else (m <= GEMV_MAX_M and split_k is None and not dense):
-        amax = gemv(a2, a_scale.view(torch.uint8).reshape(-1, kp // 16), a_gs.reshape(1), w_data,
-                    w_scale.view(torch.uint8), w_gs.reshape(1), bias_t, gate_v, gs, res_v, rs, t_rows, out, flags,
+        return gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, q, flags,
                     split_k=split_k)
-        return out.view(out_shape), amax.view(())
     amax = torch.zeros(1, dtype=torch.float32, device=device)
     if dense if dense is not None else (m >= DENSE_MIN_M and split_k is None):
-        dense_gemm(a2, a_scale.reshape(-1, kp // 16), a_gs.reshape(1), w_data, w_scale, w_gs.reshape(1), bias_t,
-                   gate_v, gs, res_v, rs, t_rows, out, amax, flags)
-        return out.view(out_shape), amax.view(())
+        dense_gemm(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, amax, q,
+                   flags)
+        return amax
     split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
     acc = torch.zeros(m, n, dtype=torch.float32, device=device) if split_k > 1 else torch.empty(1, device=device)
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), split_k)
 
-    gemm_kernel[grid](
-        a2, a_scale.view(torch.uint8).reshape(-1, kp // 16), w_data, w_scale.view(torch.uint8),
-        a_gs.reshape(1), w_gs.reshape(1), bias_t, gate_v, res_v, out, amax, acc,
-        m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, **flags,
-    )
+    gemm_kernel[grid](a2, a_scale, w_data, w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q, acc,
+                      m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, **flags)
     if split_k > 1:
         epi_grid = (triton.cdiv(m, 16), triton.cdiv(n, 128))
-        split_k_epilogue_kernel[epi_grid](
-            acc, a_gs.reshape(1), w_gs.reshape(1), bias_t, gate_v, res_v, out, amax,
-            m, n, t_rows, *gs, *rs, BLOCK_M=16, BLOCK_N=128, **flags,
-        )
-    return out.view(out_shape), amax.view(())
+        split_k_epilogue_kernel[epi_grid](acc, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q,
+                                          m, n, t_rows, *gs, *rs, BLOCK_M=16, BLOCK_N=128, **flags)
+    return amax

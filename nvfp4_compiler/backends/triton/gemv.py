@@ -61,9 +61,10 @@ def _step(a_ptr, as_ptr, w_ptr, ws_ptr, offs_n, kb0, N, KB, BLOCK_KB: tl.constex
 @triton.jit
 def gemv_kernel(
     a_ptr, as_ptr, w_ptr, ws_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+    q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
     work_ptr, M, N, KB, T, split_k, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr, TILES_P2: tl.constexpr,
+    QUANT_OUT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr, TILES_P2: tl.constexpr,
 ):
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     tiles = tl.num_programs(0)
@@ -96,8 +97,8 @@ def gemv_kernel(
             tl.store(ticket_ptr + pid_n, 0)
     if last_of_tile:
         _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr,
-                  tile_max_ptr + pid_n, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
-                  ACT, HAS_BIAS, HAS_GATE, HAS_RES, True)
+                  tile_max_ptr + pid_n, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt,
+                  stride_gn, stride_rb, stride_rt, stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, True, QUANT_OUT)
         tl.debug_barrier()
         if tl.atomic_add(ticket_ptr + tiles, 1) == tiles - 1:       # the last column tile: the amax
             slots = tl.arange(0, TILES_P2)
@@ -140,10 +141,10 @@ def choose_gemv_split(n: int, kp: int, device: torch.device) -> int:
     return int(max(1, min(GEMV_PROGRAMS_PER_SM * _num_sms(device) // tiles, triton.cdiv(kp, block_k))))
 
 
-def gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, flags,
+def gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, q, flags,
          split_k: int | None = None) -> torch.Tensor:
     """``out`` [1, N] = the fused epilogue of a2 (one row) x w^T; returns the amax [1].
-    Arguments as ``gemm.gemm`` prepares them for its kernels."""
+    Arguments as ``gemm._launch`` prepares them for its kernels."""
     m, kp = a2.shape[0], a2.shape[1] * 2
     n = w_data.shape[0]
     if not 1 <= m <= GEMV_MAX_M:
@@ -154,8 +155,9 @@ def gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs
     # Four floats so the amax is a 16-byte aligned output (Inductor asserts that of op outputs).
     amax = torch.empty(4, dtype=torch.float32, device=a2.device)[:1]
     gemv_kernel[(tiles, split_k)](
-        _as_blocks(a2), a_scale, _as_blocks(w_data), w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax,
+        _as_blocks(a2), a_scale, _as_blocks(w_data), w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q,
         _workspace(a2.device, n, tiles), m, n, kp // 16, t_rows, split_k, *gs, *rs,
         ACT=flags["ACT"], HAS_BIAS=flags["HAS_BIAS"], HAS_GATE=flags["HAS_GATE"], HAS_RES=flags["HAS_RES"],
+        QUANT_OUT=flags["QUANT_OUT"],
         BLOCK_N=block_n, BLOCK_KB=block_k // 16, TILES_P2=triton.next_power_of_2(tiles), num_warps=warps)
     return amax

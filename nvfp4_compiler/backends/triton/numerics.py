@@ -41,6 +41,17 @@ def round_to_e4m3(b):
 
 
 @triton.jit
+def block_scales(block_amax, s_enc, s_dec):
+    """Per 16-element block: (E4M3 bits of its decode scale, as int32; the fp32 factor that maps
+    the block onto E2M1's range), from the block's amax and the per-tensor encode/decode scales."""
+    b = tl.minimum(block_amax * (s_enc * R6), FLT_MAX)
+    b = tl.minimum(b, 448.0)
+    b_bits, b_value = round_to_e4m3(b)
+    encode = tl.minimum(tl.math.div_rn(tl.full(b_value.shape, 1.0, tl.float32), b_value * s_dec), FLT_MAX)
+    return b_bits, encode
+
+
+@triton.jit
 def e2m1_encode(v):
     """E2M1 codes (int32, 0..15) of fp32 ``v``, saturating at +-6; sign from the sign bit.
 

@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import (FLT_MAX, R6, e2m1_encode, e2m1_encode_stochastic, encode_scale, pack_codes_words,
-                       rht16, round_to_e4m3, rounding_uniform)
+from .numerics import (block_scales, e2m1_encode, e2m1_encode_stochastic, encode_scale, pack_codes_words, rht16,
+                       rounding_uniform)
 
 
 @triton.jit
@@ -84,10 +84,7 @@ def quantize_kernel(
     if TILE_ROWS == 16:
         tiles = tl.max(tl.reshape(block_amax, (BLOCK_R // 16, 16, NB)), axis=1)
         block_amax = tl.reshape(tl.broadcast_to(tiles[:, None, :], (BLOCK_R // 16, 16, NB)), (BLOCK_R, NB))
-    b = tl.minimum(block_amax * (s_enc * R6), FLT_MAX)
-    b = tl.minimum(b, 448.0)
-    b_bits, b_value = round_to_e4m3(b)
-    e = tl.minimum(tl.math.div_rn(tl.full(b_value.shape, 1.0, tl.float32), b_value * s_dec), FLT_MAX)
+    b_bits, e = block_scales(block_amax, s_enc, s_dec)
     scaled = blocks * e[:, :, None]
     kp = (K + 15) // 16 * 16
     if STOCHASTIC:
