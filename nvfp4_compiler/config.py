@@ -30,7 +30,8 @@ class Config:
         activation_scales: ``"dynamic"`` computes each activation's per-tensor amax per call;
             ``"static"`` uses amax values recorded by :func:`nvfp4_compiler.calibrate`.
         backend: ``"auto"`` picks per device and shape; or force ``"reference"`` (pure PyTorch,
-            any device), ``"triton"`` or ``"native"``.
+            any device), ``"triton"`` or ``"native"`` (FP4 tensor cores, sm_100+; training graphs
+            use the Triton kernels there).
         fuse_epilogues: fold bias, activation, gate/residual and the next quantization's amax
             into each GEMM (turn off to inspect the unfused graph).
         pad_k: quantize linears whose in_features is not a multiple of 16 by zero-padding K;

@@ -60,7 +60,12 @@ def gemm_op(
     """
     a = block_values(a_data, a_scale)
     w = block_values(w_data, w_scale)
-    y = torch.matmul(a, w.T) * (a_global * w_global)
+    return epilogue(torch.matmul(a, w.T) * (a_global * w_global), bias, activation, gate, residual, out_dtype)
+
+
+def epilogue(y: torch.Tensor, bias, activation: str, gate, residual, out_dtype: torch.dtype):
+    """(out, max |out|) from the fp32 product ``y`` = alpha * A @ W^T: bias, activation, gate,
+    residual in fp32, one rounding (the module docstring's order; the native backend's too)."""
     if bias is not None:
         y = y + bias.to(torch.float32)
     y = ACTIVATIONS[activation](y)

@@ -20,6 +20,7 @@ from .base import CompileContext, PassResult, example_value, is_call
 NVFP4_OPS = (ops.QUANTIZE, *ops.GEMMS, ops.DEQUANTIZE)
 STRATEGIES = {
     "reference": "dequantize tiles to fp32, torch.matmul, epilogue in fp32 (activation quantized by a separate op)",
+    "native": "FP4 tensor cores: scaled_mm with 1x16 E4M3 + per-tensor scales (cuBLASLt), epilogue in PyTorch",
 }
 
 
