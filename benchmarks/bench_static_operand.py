@@ -10,7 +10,7 @@ The fused operand is compared byte for byte with quantizing the unfused output (
 differ in accumulation order where they use different tiles, so a few codes may differ).
 
     python benchmarks/bench_static_operand.py [--models wan-1.3b wan-5b] [--json out.json]
-        [--quant-tiles]   also time the full-chunk fused GEMM with the 128 x 256 TMA tile
+        [--quant-tiles]   also time the full-chunk fused GEMM at the TMA configurations of QUANT_TILES
 """
 
 from __future__ import annotations
@@ -91,23 +91,41 @@ def _mismatch(f, variants) -> dict:
             "s_dec_equal": bool(torch.equal(g0, g1))}
 
 
-def _case(model: str, m: int, quant_tiles: bool) -> dict:
+#: ((BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), programs per SM, registers per thread or None): the
+#: TMA kernel's configurations tried for the quantizing epilogue. Two resident programs per SM could
+#: let one run its (long) epilogue while the other multiplies; at 238 registers per thread (128 x 128,
+#: 8 warps) only one fits, hence the register caps.
+QUANT_TILES = [((128, 256, 64, 8, 3), 1, None), ((128, 128, 64, 8, 4), 1, None), ((128, 128, 64, 8, 3), 2, 128),
+               ((128, 128, 64, 8, 2), 2, 128), ((64, 256, 64, 8, 3), 2, 128), ((128, 128, 64, 8, 3), 2, None)]
+
+
+def _time_quant_tiles(fused_up, rotations: int) -> dict:
+    """fused_up's time with each QUANT_TILES configuration of the full-chunk TMA kernel."""
+    import functools
+
     from nvfp4_compiler.backends.triton import dense_gemm
 
+    default, times = dense_gemm.dense_tma_gemm, {}
+    for tile, per_sm, registers in QUANT_TILES:
+        name = f"fused_up {tile} x{per_sm}/SM, {registers or 'any'} registers"
+        dense_gemm.dense_tma_gemm = functools.partial(default, tile=tile, programs_per_sm=per_sm,
+                                                      max_registers=registers)
+        try:
+            times[name] = bench_graph_ms(fused_up, rotations)
+        except Exception as exc:  # e.g. out of shared memory: reported, not fatal
+            times[name] = repr(exc)[:160]
+        finally:
+            dense_gemm.dense_tma_gemm = default
+    return times
+
+
+def _case(model: str, m: int, quant_tiles: bool) -> dict:
     f = _ffn(model, m)
     variants = _variants(f)
     result = {"model": model, "m": m, "mismatch": _mismatch(f, variants),
               "ms": {name: bench_graph_ms(fn, f["rot"]) for name, fn in variants.items()}}
     if quant_tiles and m >= 512:
-        default = dense_gemm.TMA_TILE_FP32_OUT
-        for tile in [(128, 256, 64, 8, 3), (128, 256, 64, 8, 2), (128, 128, 64, 4, 4)]:
-            dense_gemm.TMA_TILE_FP32_OUT = tile  # the tile a QUANT_OUT epilogue gets
-            try:
-                result["ms"][f"fused_up {tile}"] = bench_graph_ms(variants["fused_up"], f["rot"])
-            except Exception as exc:  # e.g. out of shared memory: reported, not fatal
-                result["ms"][f"fused_up {tile}"] = repr(exc)[:160]
-            finally:
-                dense_gemm.TMA_TILE_FP32_OUT = default
+        result["ms"].update(_time_quant_tiles(variants["fused_up"], f["rot"]))
     t = result["ms"]
     result["fused_vs_unfused_up"] = t["unfused_up"] / t["fused_up"]
     result["fused_vs_unfused_pair"] = t["unfused_pair"] / t["fused_pair"]

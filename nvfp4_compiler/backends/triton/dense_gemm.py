@@ -134,10 +134,10 @@ def has_tma(device: torch.device) -> bool:
 
 
 def dense_tma_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags, tile=None,
-                   programs_per_sm: int = 1):
+                   programs_per_sm: int = 1, max_registers: int | None = None):
     """dense_tma_kernel on decoded operands, one program per SM; ``tile`` = (BLOCK_M, BLOCK_N,
-    BLOCK_K, warps, stages), TMA_TILE(_FP32_OUT) unless given, and ``programs_per_sm`` are for the
-    sweep."""
+    BLOCK_K, warps, stages), TMA_TILE(_FP32_OUT) unless given, ``programs_per_sm`` and
+    ``max_registers`` (per thread) are for the sweeps."""
     # The tile follows the dtype the epilogue rounds to, with a quantizing epilogue too (QUANT_OUT):
     # 128 x 256 then needs 152 KB of shared memory (272 KB for fp32), and at the Wan FFN-up shapes
     # measured 1% slower (Wan-1.3B) to 6% faster (Wan-5B) than 128 x 128 (RESULTS.md, tenth session).
@@ -147,7 +147,8 @@ def dense_tma_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, a
     dense_tma_kernel[(programs,)](
         TensorDescriptor.from_tensor(a16, [bm, bk]), TensorDescriptor.from_tensor(w16, [bn, bk]),
         a_gs, w_gs, bias, gate, res, out, amax, *q, m, n, a16.shape[1], t_rows, *gs, *rs,
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages, **flags)
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages,
+        **({"maxnreg": max_registers} if max_registers else {}), **flags)
 
 
 def dense_pointer_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags):
