@@ -55,7 +55,7 @@ def lower(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
             site.backend = backend
             site.strategy = _strategy(backend, site.m)
             if node.target is ops.GEMM_QUANTIZE:
-                site.strategy += "; the epilogue writes the next GEMM's NVFP4 operand (static scale), no bf16 output"
+                site.strategy += "; output quantized to the next GEMM's NVFP4 operand in the same op (static scale)"
         count += 1
     gm.recompile()
     unresolved = [n.name for n in gm.graph.nodes if is_call(n, NVFP4_OPS) and not n.args[-1]]

@@ -330,7 +330,8 @@ def _launch(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, re
     if vector if vector is not None else (m <= GEMV_MAX_M and split_k is None and not dense):
         return gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, q, flags,
                     split_k=split_k)
-    amax = torch.zeros(1, dtype=torch.float32, device=device)
+    # The atomic-max target of the epilogue; a quantizing epilogue has no amax (and skips the memset).
+    amax = (torch.empty if flags["QUANT_OUT"] else torch.zeros)(1, dtype=torch.float32, device=device)
     if dense if dense is not None else (m >= DENSE_MIN_M and split_k is None):
         dense_gemm(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, amax, q,
                    flags)
