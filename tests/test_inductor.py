@@ -56,7 +56,8 @@ def test_inductor_failure_warns_and_runs_the_graph_as_captured(monkeypatch):
 
 @torch.no_grad()
 def test_static_scales_calibrated_through_inductor():
-    """Calibration writes the amax buffers in place; the compiled code reads them as inputs."""
+    """Calibration writes the amax buffers in place; the compiled code reads them as inputs (those
+    of the quantizing GEMM epilogues, nvfp4::gemm_quantize, too)."""
     model = build_model("tiny").eval()
     batches = [example_inputs(model.cfg, seed=s) for s in range(2)]
     outs = {}
@@ -66,6 +67,7 @@ def test_static_scales_calibrated_through_inductor():
         nvfp4.calibrate(compiled, batches, progress=False)
         outs[use_inductor] = compiled(*batches[0])
     assert compiled.report().inductor == ["on"]
+    assert any("NVFP4 output (static scale)" in g.epilogue for g in compiled.report().quantized)
     assert rel_err(outs[True], outs[False]) < FP32_TOL
 
 

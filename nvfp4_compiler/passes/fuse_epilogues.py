@@ -190,7 +190,7 @@ def _fuse_static_quantize(graph: fx.Graph, ctx: CompileContext) -> int:
             continue
         with graph.inserting_before(q):
             fused = graph.call_function(ops.GEMM_QUANTIZE, (*producer.args[:-1], amax, producer.args[-1]))
-        fused.meta.update(producer.meta)  # the weight placeholder the runtime's slots need
+        fused.meta["nvfp4_weight_placeholder"] = producer.meta["nvfp4_weight_placeholder"]  # runtime slots
         fused.meta["nvfp4_input_of"] = q.meta.get("nvfp4_input_of", [])
         q.replace_all_uses_with(fused)
         graph.erase_node(q)
