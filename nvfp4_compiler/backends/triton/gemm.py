@@ -7,6 +7,8 @@ Operands (M rows of activations, N output features, Kp reduction length padded t
     a_gs, w_gs  [1]     fp32      per-tensor decode scales (alpha = a_gs * w_gs)
     bias [N], gate / residual viewed as [B, T, N] (M = B*T, any strides, broadcast = stride 0)
     out  [M, N]  bf16/fp16/fp32,  amax [1] fp32 (max |out| after rounding, by atomic max)
+    or, with a static next amax (QUANT_OUT), the rounded out quantized to NVFP4 along N instead:
+    the next GEMM's operand (data [M, N/2], scale [M, N/16], S_dec [1]), bytes as quantize.py's
 Why fp16 tiles: E2M1 x E4M3 products have at most 6 significant bits and lie in [2^-10, 2688];
 scaled by 2^-7 they are exact in fp16, and the per-tensor scales (and the 2^14) are applied once,
 in the epilogue.
@@ -260,15 +262,20 @@ def _as_btn(t: torch.Tensor | None, out_shape: torch.Size, device) -> tuple[torc
 
 def _nvfp4_sink(m: int, n: int, next_amax: torch.Tensor, out, device) -> tuple[torch.Tensor, ...]:
     """(data [m, n/2] uint8, scale [m, n/16] uint8, next_amax [1], S_dec [1]) for a QUANT_OUT
-    epilogue; data and scale are ``out`` when given. S_dec is 16-byte aligned (Inductor asserts
-    that of op outputs)."""
+    epilogue; data and scale are ``out`` when given; S_dec is an ``aligned_scalar``."""
     if n % 16:
         raise ValueError(f"next_amax: quantizing the GEMM output needs N a multiple of 16, got N = {n}")
     if out is None:
         out = (torch.empty(m, n // 2, dtype=torch.uint8, device=device),
                torch.empty(m, n // 16, dtype=torch.uint8, device=device))
     data, scale = (t.view(torch.uint8).view(m, -1) for t in out)
-    return data, scale, next_amax.reshape(1).to(torch.float32), torch.empty(4, dtype=torch.float32, device=device)[:1]
+    return data, scale, next_amax.reshape(1).to(torch.float32), aligned_scalar(device)
+
+
+def aligned_scalar(device) -> torch.Tensor:
+    """An fp32 [1] output on a 16-byte boundary (the first of four floats): Inductor asserts that
+    of custom-op outputs."""
+    return torch.empty(4, dtype=torch.float32, device=device)[:1]
 
 
 def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, residual, out_dtype,
@@ -322,11 +329,12 @@ def _launch(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, re
     gate_v, gs = _as_btn(gate, out_shape, device)
     res_v, rs = _as_btn(residual, out_shape, device)
     t_rows = out_shape[-2] if len(out_shape) > 1 else 1
-    bias_t = bias if bias is not None else torch.empty(1, device=device)
+    unused = a_gs  # what the kernels get for pointers they never read or write (no bias, no QUANT_OUT)
+    bias_t = bias if bias is not None else unused
     flags = dict(ACT=ACTIVATION_IDS[activation], HAS_BIAS=bias is not None, HAS_GATE=gate is not None,
                  HAS_RES=residual is not None, WANT_AMAX=True, QUANT_OUT=q is not None)
-    # The kernels store packed codes as int32 words; without QUANT_OUT the pointers are not touched.
-    q = (q[0].view(torch.int32), *q[1:]) if q is not None else (a_gs,) * 4
+    # The kernels store packed codes as int32 words.
+    q = (q[0].view(torch.int32), *q[1:]) if q is not None else (unused,) * 4
     if vector if vector is not None else (m <= GEMV_MAX_M and split_k is None and not dense):
         return gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, q, flags,
                     split_k=split_k)
@@ -337,6 +345,7 @@ def _launch(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, re
                    flags)
         return amax
     split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
+    # Not ``unused``: the autotuner zeroes acc_ptr between its trial runs (reset_to_zero).
     acc = torch.zeros(m, n, dtype=torch.float32, device=device) if split_k > 1 else torch.empty(1, device=device)
 
     def grid(meta):

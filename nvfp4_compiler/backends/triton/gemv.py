@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .gemm import INTERPRET, OPERAND_UNSCALE, _epilogue, _num_sms
+from .gemm import INTERPRET, OPERAND_UNSCALE, _epilogue, _num_sms, aligned_scalar
 from .numerics import e2m1_block_bytes, e2m1_block_dot, e4m3_decode_f16
 
 #: Rows up to which ``gemm`` takes this kernel (more rows go to the tensor-core tile kernel).
@@ -152,8 +152,7 @@ def gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs
     block_n, block_k, warps = TILE
     split_k = choose_gemv_split(n, kp, a2.device) if split_k is None else split_k
     tiles = triton.cdiv(n, block_n)
-    # Four floats so the amax is a 16-byte aligned output (Inductor asserts that of op outputs).
-    amax = torch.empty(4, dtype=torch.float32, device=a2.device)[:1]
+    amax = aligned_scalar(a2.device)
     gemv_kernel[(tiles, split_k)](
         _as_blocks(a2), a_scale, _as_blocks(w_data), w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q,
         _workspace(a2.device, n, tiles), m, n, kp // 16, t_rows, split_k, *gs, *rs,
