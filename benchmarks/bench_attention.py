@@ -17,7 +17,7 @@ and the kernel (the target ratios), and wall time per call (do_bench) for all th
 dequantize route cannot be graph-captured: it builds a lookup table per call). Memory: the
 cache's bytes, NVFP4 vs bf16.
 
-    python benchmarks/bench_attention.py [--models wan-1.3b wan-5b] [--json out.json] [--sweep | --sweep-decode]
+    python benchmarks/bench_attention.py [--models wan-1.3b wan-5b] [--json out.json] [--sweep | --sweep-decode | --sweep-splits]
 """
 
 from __future__ import annotations
@@ -216,6 +216,38 @@ VECTOR_PROGRAMS_PER_SM = (4, 8, 16, 32)
 VECTOR_SWEEP_TQ = (1, 2, 4)
 
 
+# --sweep-splits: tensor-core kernel tiles x forced split counts at decode-sized Tq (None = choose_splits)
+SPLIT_SWEEP_TILES = {16: [(16, 64, 2, 2), (16, 64, 4, 2)],
+                     64: [(64, 64, 4, 3), (64, 64, 4, 2), (32, 64, 4, 2), (32, 64, 2, 2), (16, 64, 2, 2)]}
+SPLIT_SWEEP_COUNTS = (None, 12, 22, 33, 44, 66, 92)
+
+
+def sweep_splits(model: str) -> list[dict]:
+    """Tensor-core kernel at Tq = 16 and 64: tiles x split counts, with the one-pass combine of the
+    sixth session (the split cap in ``choose_splits`` was tuned before it)."""
+    w = Workload(model)
+    out = []
+    for tq, tiles in SPLIT_SWEEP_TILES.items():
+        q, _ = w.inputs(tq, False)
+        base = w.routes(q, None)
+        ref = base["sdpa_bf16"](0).float()
+        sdpa_ms = bench_graph_ms(base["sdpa_bf16"], replays=5)
+        for tile in tiles:
+            for splits in SPLIT_SWEEP_COUNTS:
+                fn = w.routes(q, None, tile=tile, splits=splits)["in_register"]
+                try:
+                    err = _rel_err(fn(0), ref)
+                    ms = bench_graph_ms(fn, replays=5)
+                except Exception as e:  # a tile that does not fit is a result too
+                    print(f"Tq={tq} {tile} splits={splits}: {type(e).__name__}: {str(e)[:120]}")
+                    continue
+                out.append({"model": model, "kind": "splits", "tq": tq, "tile": tile, "splits": splits, "ms": ms,
+                            "sdpa_ms": sdpa_ms, "x_sdpa": sdpa_ms / ms, "rel_err": err})
+                print(f"Tq={tq:3} tile={tile} splits={splits}: {ms:.4f} ms, {sdpa_ms / ms:.3f}x SDPA, "
+                      f"err {err:.1e}", flush=True)
+    return out
+
+
 def sweep_decode(model: str) -> list[dict]:
     """The CUDA-core decode kernel's tiles and split counts against SDPA and the tensor-core kernel."""
     from nvfp4_compiler.backends.triton.attention_decode import choose_decode_splits
@@ -248,7 +280,9 @@ def sweep_decode(model: str) -> list[dict]:
 
 
 def run(json_path: str | None = None, models=tuple(SHAPES), do_sweep: bool = False,
-        do_sweep_decode: bool = False) -> dict:
+        do_sweep_decode: bool = False, do_sweep_splits: bool = False) -> dict:
+    if do_sweep_splits:
+        return finish(json_path, [r for m in models for r in sweep_splits(m)])
     if do_sweep_decode:
         return finish(json_path, [r for m in models for r in sweep_decode(m)])
     if do_sweep:
@@ -274,5 +308,7 @@ if __name__ == "__main__":
                         help="tune the in-register kernel's tiles/splits and find the scratch crossover in Tq")
     parser.add_argument("--sweep-decode", action="store_true",
                         help="tune the CUDA-core decode kernel's tiles and split counts (Tq = 1, 2, 4)")
+    parser.add_argument("--sweep-splits", action="store_true",
+                        help="tensor-core kernel tiles x split counts at Tq = 16 and 64")
     args = parser.parse_args()
-    run(args.json, args.models, args.sweep, args.sweep_decode)
+    run(args.json, args.models, args.sweep, args.sweep_decode, args.sweep_splits)

@@ -86,7 +86,7 @@ def dense_tma_kernel(
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
                   q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
-                  stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT)
+                  stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT, False)
 
 
 def _pointer_configs():
@@ -124,7 +124,7 @@ def dense_pointer_kernel(
         w_ptrs += BLOCK_K
     _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
               q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
-              stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT)
+              stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT, False)
 
 
 @functools.lru_cache(maxsize=None)

@@ -109,10 +109,14 @@ def _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_p
               q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
               stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
               ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-              WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr):
+              WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr, AMAX_READ_IN_KERNEL: tl.constexpr):
     """out = residual + gate * act(acc * alpha + bias), rounded once; amax of the rounded out.
     QUANT_OUT: the rounded out is not written but quantized to NVFP4 with the static amax at
-    q_amax_ptr (``_store_nvfp4``): the next GEMM's operand, out_ptr only giving the dtype to round to."""
+    q_amax_ptr (``_store_nvfp4``): the next GEMM's operand, out_ptr only giving the dtype to round to.
+
+    The amax's atomic max is relaxed: its readers are later kernels, and an acq_rel one costs a
+    GPU-wide memory barrier (and an L1 invalidation) in every tile's epilogue. A kernel that reads
+    the amax itself, after a ticket, passes AMAX_READ_IN_KERNEL (acq_rel)."""
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     y = (acc * OPERAND_UNSCALE) * (tl.load(a_gs_ptr) * tl.load(w_gs_ptr))  # x 2^14 is exact: acc as the reference's
     if HAS_BIAS:
@@ -136,7 +140,11 @@ def _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_p
     else:
         tl.store(out_ptr + offs_m[:, None] * N + offs_n[None, :], out, mask=mask)
         if WANT_AMAX:
-            tl.atomic_max(amax_ptr, tl.max(tl.max(tl.where(mask, tl.abs(out.to(tl.float32)), 0.0), axis=1), axis=0))
+            tile_max = tl.max(tl.max(tl.where(mask, tl.abs(out.to(tl.float32)), 0.0), axis=1), axis=0)
+            if AMAX_READ_IN_KERNEL:
+                tl.atomic_max(amax_ptr, tile_max, sem="acq_rel")
+            else:
+                tl.atomic_max(amax_ptr, tile_max, sem="relaxed")
 
 
 def _configs():
@@ -185,10 +193,12 @@ def gemm_kernel(
     if SPLIT_K == 1:
         _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
                   q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
-                  stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT)
+                  stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT, False)
     else:
         mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-        tl.atomic_add(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask)
+        # relaxed: split_k_epilogue_kernel, the next launch, reads the sums (acq_rel put a GPU-wide
+        # memory barrier before every vector atomic)
+        tl.atomic_add(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask, sem="relaxed")
 
 
 @triton.jit
@@ -205,7 +215,7 @@ def split_k_epilogue_kernel(
     acc = tl.load(acc_ptr + offs_m[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
     _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
               q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
-              stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT)
+              stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT, False)
 
 
 #: From this many rows a GEMM is compute-bound on Hopper (DESIGN.md: M ~ 300 for bf16): decode

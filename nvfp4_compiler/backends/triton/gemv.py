@@ -98,7 +98,8 @@ def gemv_kernel(
     if last_of_tile:
         _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr,
                   tile_max_ptr + pid_n, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt,
-                  stride_gn, stride_rb, stride_rt, stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, True, QUANT_OUT)
+                  stride_gn, stride_rb, stride_rt, stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, True, QUANT_OUT,
+                  True)  # the tile max is read in this kernel, after the second ticket
         tl.debug_barrier()
         if tl.atomic_add(ticket_ptr + tiles, 1) == tiles - 1:       # the last column tile: the amax
             slots = tl.arange(0, TILES_P2)
