@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_gemm import _epilogue  # noqa: E402
-from common import WORKLOADS, bench_graph_ms, block_gemms, finish, print_table  # noqa: E402
+from common import WORKLOADS, bench_graph_ms, block_gemms, epilogue_operands, finish, print_table  # noqa: E402
 
 BACKEND = os.path.join(os.path.dirname(__file__), "..", "nvfp4_compiler", "backends", "triton")
 BEFORE_PACKAGE = "ab_before"
@@ -61,10 +61,7 @@ def gemm_row(variants: dict, m: int, k: int, n: int, kind: str) -> dict:
     w = torch.randn(n, k, device=dev, dtype=bf16) / k**0.5
     x = torch.randn(m, k, device=dev, dtype=bf16)
     wq, xq = nvfp4.quantize(w), nvfp4.quantize(x)
-    bias = torch.randn(n, device=dev, dtype=bf16)
-    gate = torch.randn(1, n, device=dev, dtype=bf16) if "gate" in kind else None
-    res = torch.randn(m, n, device=dev, dtype=bf16) if "gate" in kind else None
-    act = "gelu_tanh" if "gelu" in kind else "none"
+    bias, gate, res, act = epilogue_operands(m, n, kind)
     operands = (xq.data, xq.scale, xq.global_scale, wq.data, wq.scale, wq.global_scale, bias, act, gate, res, bf16)
     fns = {name: (lambda _, g=g: g.gemm(*operands)) for name, (g, _) in variants.items()}
     us = _alternating_ms({"cublas_epilogue": lambda _: _epilogue(torch.matmul(x, w.T), bias, kind, gate, res), **fns})

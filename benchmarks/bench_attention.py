@@ -176,12 +176,12 @@ SWEEP = {("chunk", None): ([(256, 64, 8, 2), (256, 64, 8, 3)], (None,)),
 CROSSOVER_TQ = (16, 64, 128, 256, 512, 1024, 2048)
 
 
-def sweep(model: str) -> list[dict]:
-    """In-register kernel tiles and splits (chunk and Tq=1/16/64) and the scratch-vs-in-register
-    crossover in Tq."""
+def sweep(model: str, plan: dict = SWEEP, crossover: bool = True) -> list[dict]:
+    """In-register kernel tiles and splits (``plan``: (kind, Tq) -> (tiles, split counts); by
+    default chunk and Tq=1/16/64) and the scratch-vs-in-register crossover in Tq."""
     w = Workload(model)
     out = []
-    for (kind, tq), (tiles, split_counts) in SWEEP.items():
+    for (kind, tq), (tiles, split_counts) in plan.items():
         tq = tq or w.chunk
         q, new = w.inputs(tq, kind == "chunk")
         base = w.routes(q, new)
@@ -200,7 +200,7 @@ def sweep(model: str) -> list[dict]:
                             "sdpa_ms": sdpa_ms, "x_sdpa": sdpa_ms / ms, "rel_err": err})
                 print(f"{kind:6} Tq={tq:5} tile={tile} splits={splits}: {ms:.4f} ms, {sdpa_ms / ms:.3f}x SDPA, "
                       f"err {err:.1e}", flush=True)
-    for tq in CROSSOVER_TQ:
+    for tq in CROSSOVER_TQ if crossover else ():
         q, new = w.inputs(tq, True)
         fns = w.routes(q, new)
         ms = {r: bench_graph_ms(fns[r], replays=5) for r in ("sdpa_bf16", "in_register", "scratch")}
@@ -216,36 +216,12 @@ VECTOR_PROGRAMS_PER_SM = (4, 8, 16, 32)
 VECTOR_SWEEP_TQ = (1, 2, 4)
 
 
-# --sweep-splits: tensor-core kernel tiles x forced split counts at decode-sized Tq (None = choose_splits)
-SPLIT_SWEEP_TILES = {16: [(16, 64, 2, 2), (16, 64, 4, 2)],
-                     64: [(64, 64, 4, 3), (64, 64, 4, 2), (32, 64, 4, 2), (32, 64, 2, 2), (16, 64, 2, 2)]}
-SPLIT_SWEEP_COUNTS = (None, 12, 22, 33, 44, 66, 92)
-
-
-def sweep_splits(model: str) -> list[dict]:
-    """Tensor-core kernel at Tq = 16 and 64: tiles x split counts, with the one-pass combine of the
-    sixth session (the split cap in ``choose_splits`` was tuned before it)."""
-    w = Workload(model)
-    out = []
-    for tq, tiles in SPLIT_SWEEP_TILES.items():
-        q, _ = w.inputs(tq, False)
-        base = w.routes(q, None)
-        ref = base["sdpa_bf16"](0).float()
-        sdpa_ms = bench_graph_ms(base["sdpa_bf16"], replays=5)
-        for tile in tiles:
-            for splits in SPLIT_SWEEP_COUNTS:
-                fn = w.routes(q, None, tile=tile, splits=splits)["in_register"]
-                try:
-                    err = _rel_err(fn(0), ref)
-                    ms = bench_graph_ms(fn, replays=5)
-                except Exception as e:  # a tile that does not fit is a result too
-                    print(f"Tq={tq} {tile} splits={splits}: {type(e).__name__}: {str(e)[:120]}")
-                    continue
-                out.append({"model": model, "kind": "splits", "tq": tq, "tile": tile, "splits": splits, "ms": ms,
-                            "sdpa_ms": sdpa_ms, "x_sdpa": sdpa_ms / ms, "rel_err": err})
-                print(f"Tq={tq:3} tile={tile} splits={splits}: {ms:.4f} ms, {sdpa_ms / ms:.3f}x SDPA, "
-                      f"err {err:.1e}", flush=True)
-    return out
+# --sweep-splits: tensor-core kernel tiles x forced split counts at decode-sized Tq (None =
+# choose_splits, whose cap was tuned before the sixth session's one-pass combine)
+SPLIT_COUNTS = (None, 12, 22, 33, 44, 66, 92)
+SPLIT_SWEEP = {("decode", 16): ([(16, 64, 2, 2), (16, 64, 4, 2)], SPLIT_COUNTS),
+               ("decode", 64): ([(64, 64, 4, 3), (64, 64, 4, 2), (32, 64, 4, 2), (32, 64, 2, 2), (16, 64, 2, 2)],
+                                SPLIT_COUNTS)}
 
 
 def sweep_decode(model: str) -> list[dict]:
@@ -282,7 +258,7 @@ def sweep_decode(model: str) -> list[dict]:
 def run(json_path: str | None = None, models=tuple(SHAPES), do_sweep: bool = False,
         do_sweep_decode: bool = False, do_sweep_splits: bool = False) -> dict:
     if do_sweep_splits:
-        return finish(json_path, [r for m in models for r in sweep_splits(m)])
+        return finish(json_path, [r for m in models for r in sweep(m, SPLIT_SWEEP, crossover=False)])
     if do_sweep_decode:
         return finish(json_path, [r for m in models for r in sweep_decode(m)])
     if do_sweep:

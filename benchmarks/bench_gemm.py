@@ -26,6 +26,7 @@ from common import (  # noqa: E402
     WORKLOADS,
     bench_graph_ms,
     bench_ms,
+    epilogue_operands,
     block_gemms,
     finish,
     print_table,
@@ -54,10 +55,7 @@ def _case(m: int, k: int, n: int, kind: str) -> dict:
     xs = [torch.randn(m, k, device=dev, dtype=bf16) for _ in range(n_rot)]
     wq = [nvfp4.quantize(w) for w in ws]
     xq = [nvfp4.quantize(x) for x in xs]
-    bias = torch.randn(n, device=dev, dtype=bf16)
-    gate = torch.randn(1, n, device=dev, dtype=bf16) if "gate" in kind else None
-    res = torch.randn(m, n, device=dev, dtype=bf16) if "gate" in kind else None
-    act = "gelu_tanh" if "gelu" in kind else "none"
+    bias, gate, res, act = epilogue_operands(m, n, kind)
 
     def cublas(i):
         return _epilogue(torch.matmul(xs[i], ws[i].T), bias, kind, gate, res)

@@ -24,6 +24,17 @@ def block_gemms(model: str) -> list[tuple[str, int, int, str]]:
     ]
 
 
+def epilogue_operands(m: int, n: int, kind: str, device: str = "cuda"):
+    """(bias, gate, residual, activation) of a block GEMM's epilogue ``kind`` (block_gemms) for an
+    [m, n] output: bf16 bias always; a broadcast gate and a residual for "gate"; GELU-tanh for
+    "gelu"."""
+    bf16 = torch.bfloat16
+    bias = torch.randn(n, device=device, dtype=bf16)
+    gate = torch.randn(1, n, device=device, dtype=bf16) if "gate" in kind else None
+    res = torch.randn(m, n, device=device, dtype=bf16) if "gate" in kind else None
+    return bias, gate, res, "gelu_tanh" if "gelu" in kind else "none"
+
+
 def bench_ms(fn, rotations: int = 1, warmup_ms: int = 25, rep_ms: int = 100) -> float:
     """Median ms of ``fn(i)`` over rotating input sets i (keeps memory-bound cases out of L2)."""
     import triton

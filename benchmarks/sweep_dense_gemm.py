@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_gemm import _epilogue  # noqa: E402
-from common import WORKLOADS, bench_graph_ms, block_gemms, finish, print_table  # noqa: E402
+from common import WORKLOADS, bench_graph_ms, block_gemms, epilogue_operands, finish, print_table  # noqa: E402
 
 #: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
 TILES = [(128, 256, 64, 8, 3), (128, 256, 64, 8, 4), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4),
@@ -41,10 +41,7 @@ def _case(m: int, k: int, n: int, kind: str) -> dict:
     w = torch.randn(n, k, device=dev, dtype=bf16) / k**0.5
     x = torch.randn(m, k, device=dev, dtype=bf16)
     wq, xq = nvfp4.quantize(w), nvfp4.quantize(x)
-    bias = torch.randn(n, device=dev, dtype=bf16)
-    gate = torch.randn(1, n, device=dev, dtype=bf16) if "gate" in kind else None
-    res = torch.randn(m, n, device=dev, dtype=bf16) if "gate" in kind else None
-    act = "gelu_tanh" if "gelu" in kind else "none"
+    bias, gate, res, act = epilogue_operands(m, n, kind)
     a2 = xq.data.reshape(m, k // 2)
     a_scale = xq.scale.reshape(m, k // 16)
     a16, w16 = d.decode_to_f16(a2, a_scale), d.decode_to_f16(wq.data, wq.scale)

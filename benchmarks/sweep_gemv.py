@@ -20,7 +20,8 @@ import triton
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_gemm import _epilogue  # noqa: E402
-from common import WORKLOADS, bench_graph_ms, block_gemms, finish, print_table, rotations_for  # noqa: E402
+from common import (WORKLOADS, bench_graph_ms, block_gemms, epilogue_operands, finish, print_table,  # noqa: E402
+                    rotations_for)
 
 #: (BLOCK_N, BLOCK_K, warps, programs per SM)
 TILES = [(32, 256, 4, 8), (32, 128, 4, 16), (16, 256, 4, 16)]
@@ -38,10 +39,7 @@ def _case(k: int, n: int, kind: str) -> dict:
     ws = [torch.randn(n, k, device=dev, dtype=bf16) / k**0.5 for _ in range(n_rot)]
     xs = [torch.randn(1, k, device=dev, dtype=bf16) for _ in range(n_rot)]
     wq, xq = [nvfp4.quantize(w) for w in ws], [nvfp4.quantize(x) for x in xs]
-    bias = torch.randn(n, device=dev, dtype=bf16)
-    gate = torch.randn(1, n, device=dev, dtype=bf16) if "gate" in kind else None
-    res = torch.randn(1, n, device=dev, dtype=bf16) if "gate" in kind else None
-    act = "gelu_tanh" if "gelu" in kind else "none"
+    bias, gate, res, act = epilogue_operands(1, n, kind)
 
     def nvfp4_call(i, vector):
         a, w = xq[i], wq[i]
