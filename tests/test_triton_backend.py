@@ -158,6 +158,35 @@ def test_e2m1_encoder_and_word_packing_match_ml_dtypes_and_the_reference():
 
 
 @triton.jit
+def _round_to_e4m3_kernel(b_ptr, bits_ptr, values_ptr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    bits, values = numerics.round_to_e4m3(tl.load(b_ptr + offs))
+    tl.store(bits_ptr + offs, bits)
+    tl.store(values_ptr + offs, values)
+
+
+def test_block_scale_rounding_matches_ml_dtypes_e4m3():
+    """round_to_e4m3 (integer arithmetic in the interpreter, the hardware conversion on a GPU) on
+    every E4M3 value, every midpoint between neighbours (ties to even), one ulp either side of
+    each, and random values over [0, 448], subnormals included."""
+    grid = np.arange(0, 127, dtype=np.uint8).view(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    mids = (grid[:-1] + grid[1:]) / 2  # exact in fp32
+    near = np.concatenate([grid, mids, np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.float32(448))])
+    rng = np.random.default_rng(0)
+    n = 8192
+    values = np.concatenate([near, rng.uniform(0, 448, n).astype(np.float32),
+                             rng.uniform(0, 2**-6, n).astype(np.float32)])
+    values = np.concatenate([values, np.zeros(-values.size % 1024, np.float32)])
+    b = torch.from_numpy(values).to(DEVICE)
+    bits = torch.full(b.shape, -1, dtype=torch.int32, device=DEVICE)
+    got = torch.full(b.shape, float("nan"), device=DEVICE)
+    _round_to_e4m3_kernel[(b.numel() // 1024,)](b, bits, got, BLOCK=1024)
+    want = values.astype(ml_dtypes.float8_e4m3fn)
+    np.testing.assert_array_equal(bits.cpu().numpy(), want.view(np.uint8).astype(np.int32))
+    np.testing.assert_array_equal(got.cpu().numpy(), want.astype(np.float32))
+
+
+@triton.jit
 def _block_dot_kernel(a_ptr, b_ptr, out_ptr, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     a, b = tl.load(a_ptr + offs), tl.load(b_ptr + offs)
@@ -350,6 +379,24 @@ def test_dense_tma_kernel_walks_every_tile_with_few_programs(programs, monkeypat
     assert torch.isfinite(got).all()
     assert (got - want).norm() / want.norm() < 1e-5
     assert torch.allclose(amax, want_amax, rtol=1e-5)
+
+
+def test_decode_of_both_operands_in_one_launch_equals_the_values_and_two_launches():
+    """decode_to_f16 with the weight too (one launch, A's row tiles then W's) gives both operands'
+    exact fp16 values (2^-7 x E2M1 x E4M3, K permuted evens then odds), identical to decoding
+    each alone; ragged row counts on both sides; a K mismatch is refused."""
+    from nvfp4_compiler.backends.triton import dense_gemm
+
+    a_data, a_scale, _, w_data, w_scale, _ = _operands((37,), 21, 96, seed=5)
+    a16, w16 = dense_gemm.decode_to_f16(a_data, a_scale, w_data=w_data, w_scale=w_scale)
+    for data, scale, got in ((a_data, a_scale, a16), (w_data, w_scale, w16)):
+        assert torch.equal(got, dense_gemm.decode_to_f16(data, scale))
+        codes = nvfp4.format.unpack_nibbles(data.cpu())
+        values = nvfp4.format.e2m1_decode(codes) * scale.cpu().float().repeat_interleave(16, dim=1) / 128
+        want = torch.cat([values[:, 0::2], values[:, 1::2]], dim=1)
+        assert torch.equal(got.cpu().float(), want)
+    with pytest.raises(ValueError, match="w_data"):
+        dense_gemm.decode_to_f16(a_data, a_scale, w_data=w_data[:, :16], w_scale=w_scale[:, :2])
 
 
 def test_gemv_leaves_its_persistent_workspace_zeroed_between_calls():

@@ -30,11 +30,9 @@ TMA_TILE_FP32_OUT = (16, 32, 32, 4, 1) if INTERPRET else (128, 128, 64, 8, 4)
 
 
 @triton.jit
-def decode_kernel(data_ptr, scale_ptr, out_ptr, R, KP, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
-    """NVFP4 rows -> exact fp16 values (2^-7 x E2M1 x E4M3, no per-tensor scale), K permuted: the even
-    elements of a row first, then the odd ones (the same permutation on both GEMM operands leaves
-    the product unchanged and spares an interleave)."""
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+def _decode_rows(data_ptr, scale_ptr, out_ptr, row0, R, KP, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Rows row0.. of one operand, this program's K slice, decoded to fp16 with K permuted."""
+    rows = row0 + tl.arange(0, BLOCK_R)
     k0 = tl.program_id(1) * BLOCK_K
     even, odd = _decode_half_tiles(data_ptr, scale_ptr, rows, k0, R, KP, BLOCK_K)
     cols = k0 // 2 + tl.arange(0, BLOCK_K // 2)
@@ -44,22 +42,46 @@ def decode_kernel(data_ptr, scale_ptr, out_ptr, R, KP, BLOCK_R: tl.constexpr, BL
     tl.store(base + KP // 2, odd, mask=mask)
 
 
+@triton.jit
+def decode_kernel(a_data_ptr, a_scale_ptr, a_out_ptr, RA, w_data_ptr, w_scale_ptr, w_out_ptr, RW, KP,
+                  BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr):
+    """NVFP4 rows -> exact fp16 values (2^-7 x E2M1 x E4M3, no per-tensor scale), K permuted: the even
+    elements of a row first, then the odd ones (the same permutation on both GEMM operands leaves
+    the product unchanged and spares an interleave). Both GEMM operands (same K) in one launch:
+    the first row tiles are A's, the rest W's (RW = 0: A only). One launch instead of two spares
+    a kernel boundary, and W's tiles fill the last wave of A's."""
+    pid = tl.program_id(0)
+    a_tiles = tl.cdiv(RA, BLOCK_R)
+    if pid < a_tiles:
+        _decode_rows(a_data_ptr, a_scale_ptr, a_out_ptr, pid * BLOCK_R, RA, KP, BLOCK_R, BLOCK_K)
+    else:
+        _decode_rows(w_data_ptr, w_scale_ptr, w_out_ptr, (pid - a_tiles) * BLOCK_R, RW, KP, BLOCK_R, BLOCK_K)
+
+
 #: (rows, K elements, warps) of one decode_kernel program: long rows per program measured 2-11%
 #: faster than (32, 128, 4) at every Wan full-chunk activation (ninth session's sweep; e.g. the
 #: Wan-5B FFN-down input, 7040 x 14336, 105.6 -> 96.3 us, 2.6 TB/s read + written).
 DECODE_TILE = (16, 512, 4)
 
 
-def decode_to_f16(data: torch.Tensor, scale: torch.Tensor, tile=None) -> torch.Tensor:
-    """[R, Kp/2] packed + [R, Kp/16] scales -> [R, Kp] fp16 (K permuted evens-then-odds);
-    ``tile`` overrides DECODE_TILE (the sweep times others)."""
+def decode_to_f16(data: torch.Tensor, scale: torch.Tensor, tile=None, w_data: torch.Tensor | None = None,
+                  w_scale: torch.Tensor | None = None):
+    """[R, Kp/2] packed + [R, Kp/16] scales -> [R, Kp] fp16 (K permuted evens-then-odds); with
+    ``w_data``/``w_scale`` (same Kp) both operands in one launch, returning (a16, w16). ``tile``
+    overrides DECODE_TILE (the sweep times others)."""
     block_r, block_k, warps = tile or DECODE_TILE
     rows, kp = data.shape[0], data.shape[1] * 2
+    if w_data is not None and w_data.shape[1] * 2 != kp:
+        raise ValueError(f"w_data: expected {kp // 2} bytes per row (the activation's K), got {w_data.shape[1]}")
     out = torch.empty(rows, kp, dtype=torch.float16, device=data.device)
+    w_rows = 0 if w_data is None else w_data.shape[0]
+    w_out = out if w_data is None else torch.empty(w_rows, kp, dtype=torch.float16, device=data.device)
+    w_data, w_scale = (data, scale) if w_data is None else (w_data, w_scale)
     block_k = min(block_k, 16 * triton.next_power_of_2(kp // 16))
-    decode_kernel[(triton.cdiv(rows, block_r), triton.cdiv(kp, block_k))](
-        data, scale.view(torch.uint8), out, rows, kp, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps)
-    return out
+    grid = (triton.cdiv(rows, block_r) + triton.cdiv(w_rows, block_r), triton.cdiv(kp, block_k))
+    decode_kernel[grid](data, scale.view(torch.uint8), out, rows, w_data, w_scale.view(torch.uint8), w_out, w_rows,
+                        kp, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps)
+    return out if w_out is out else (out, w_out)
 
 
 @triton.jit
@@ -164,7 +186,7 @@ def dense_gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, gate, gs, res
     kernel where the GPU has TMA, else the pointer-load kernel. Arguments as gemm._launch prepares them: a_data
     [M, Kp/2], a_scale [M, Kp/16], gate/res as [B, T, N] views with their strides gs/rs, out [M, N], q the
     QUANT_OUT epilogue's pointers."""
-    a16, w16 = decode_to_f16(a_data, a_scale), decode_to_f16(w_data, w_scale)
+    a16, w16 = decode_to_f16(a_data, a_scale, w_data=w_data, w_scale=w_scale)
     launch = dense_tma_gemm if has_tma(a16.device) else dense_pointer_gemm
     launch(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags)
 

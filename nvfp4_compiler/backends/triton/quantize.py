@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import (block_scales, e2m1_encode, e2m1_encode_stochastic, encode_scale, pack_codes_words, rht16,
-                       rounding_uniform)
+from .numerics import (block_scales, e2m1_encode, e2m1_encode_stochastic, encode_scale, pack_codes_words,
+                       rht16, rounding_uniform, to_f32)
 
 
 @triton.jit
@@ -72,7 +72,8 @@ def quantize_kernel(
     # 16-block spans two threads, whose block amax is one shuffle).
     x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :] * stride_k,
                 mask=(rows[:, None] < R) & (cols[None, :] < K), other=0.0,
-                eviction_policy="evict_first").to(tl.float32)  # streamed: each element is read once
+                eviction_policy="evict_first")  # streamed: each element is read once
+    x = to_f32(x)
 
     s_enc = encode_scale(tl.load(amax_ptr))
     s_dec = tl.math.div_rn(tl.full(s_enc.shape, 1.0, tl.float32), s_enc)
