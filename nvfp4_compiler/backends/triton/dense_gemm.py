@@ -71,17 +71,20 @@ def decode_to_f16(data: torch.Tensor, scale: torch.Tensor, tile=None, w_data: to
     overrides DECODE_TILE (the sweep times others)."""
     block_r, block_k, warps = tile or DECODE_TILE
     rows, kp = data.shape[0], data.shape[1] * 2
-    if w_data is not None and w_data.shape[1] * 2 != kp:
-        raise ValueError(f"w_data: expected {kp // 2} bytes per row (the activation's K), got {w_data.shape[1]}")
     out = torch.empty(rows, kp, dtype=torch.float16, device=data.device)
-    w_rows = 0 if w_data is None else w_data.shape[0]
-    w_out = out if w_data is None else torch.empty(w_rows, kp, dtype=torch.float16, device=data.device)
-    w_data, w_scale = (data, scale) if w_data is None else (w_data, w_scale)
+    pair = w_data is not None
+    if pair:
+        if w_data.shape[1] * 2 != kp:
+            raise ValueError(f"w_data: expected {kp // 2} bytes per row (the activation's K), got {w_data.shape[1]}")
+        w_rows = w_data.shape[0]
+        w_out = torch.empty(w_rows, kp, dtype=torch.float16, device=data.device)
+    else:  # A alone: the kernel's W side gets no rows (its pointers are never read)
+        w_data, w_scale, w_out, w_rows = data, scale, out, 0
     block_k = min(block_k, 16 * triton.next_power_of_2(kp // 16))
     grid = (triton.cdiv(rows, block_r) + triton.cdiv(w_rows, block_r), triton.cdiv(kp, block_k))
     decode_kernel[grid](data, scale.view(torch.uint8), out, rows, w_data, w_scale.view(torch.uint8), w_out, w_rows,
                         kp, BLOCK_R=block_r, BLOCK_K=block_k, num_warps=warps)
-    return out if w_out is out else (out, w_out)
+    return (out, w_out) if pair else out
 
 
 @triton.jit

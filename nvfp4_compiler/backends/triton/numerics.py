@@ -37,8 +37,8 @@ def round_to_e4m3(b):
 
     On a GPU this is the hardware conversion (sm_89+: cvt.rn.satfinite.e4m3x2.f32 and back through
     fp16), about 3 instructions per block instead of ~17: the quantize kernel is bound by its
-    instruction count (6-9% faster at three of four Wan shapes on the H100). Both paths are checked against ml_dtypes on every E4M3 value, tie and
-    neighbour (tests/test_triton_backend.py)."""
+    instruction count (6-9% faster at three of four Wan shapes on the H100). Both paths are
+    checked against ml_dtypes on every E4M3 value, tie and neighbour (test_triton_backend.py)."""
     if COMPILED_FOR_GPU:
         f8 = b.to(tl.float8e4nv, fp_downcast_rounding="rtne")
         return f8.to(tl.uint8, bitcast=True).to(tl.int32), f8.to(tl.float32)
