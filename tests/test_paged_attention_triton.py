@@ -216,6 +216,18 @@ def test_split_combine(page, tile, splits):
     torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1], None, None), atol=3e-3, rtol=1e-2)
 
 
+def test_split_count_fills_whole_waves_of_sms(monkeypatch):
+    """choose_splits rounds the page split up (to at most twice the traffic-bounded count) so that
+    programs x splits fills whole waves of a 132-SM GPU: Tq = 64 at the Wan caches (366 and 550
+    pages, 12 and 24 heads) takes 22 splits, the H100 sweeps' best (12 and 19 before); Tq = 16 was
+    whole waves already; a short cache doubles at most; enough programs never split."""
+    monkeypatch.setattr(tattn, "_num_sms", lambda device: 132)
+    cases = {(64, 12, 366): 22, (64, 24, 550): 22, (16, 12, 366): 44, (16, 24, 550): 22, (64, 12, 40): 2,
+             (64, 132, 366): 1}
+    for (tq, programs, pages), want in cases.items():
+        assert tattn.choose_splits(programs, pages, DEVICE, tq) == want, (tq, programs, pages)
+
+
 # --- the CUDA-core decode kernel (attention_decode.py): one query per program, fp32 dot products
 
 DECODE_CASES = [  # page, heads, dim, chunks (first = sink), window, Tq
