@@ -10,8 +10,8 @@ change to any of its modules can be timed against the commit before it:
     python benchmarks/ab_gemm.py --before .baseline/before [--json out.json]
 
 (``.baseline`` is git-ignored; the device tool carries it with ``carry``.) Rows: every GEMM of a
-Wan-1.3B and a Wan-5B block at M = 16, 64 and the full chunk (``--full-only``: the full chunk
-alone), then the per-tensor amax kernel at two activation shapes. Outputs and amax of the two
+Wan-1.3B and a Wan-5B block at M = 16, 64 and the full chunk (``--small-only`` / ``--full-only``:
+one or the other, as bench_gemm.py), then the per-tensor amax kernel at two activation shapes. Outputs and amax of the two
 variants are compared bit for bit.
 """
 
@@ -71,7 +71,8 @@ def gemm_row(variants: dict, m: int, k: int, n: int, kind: str) -> dict:
             "bit_identical": bool(torch.equal(out_b, out_a) and torch.equal(amax_b, amax_a))}
 
 
-def run(before_dir: str, json_path: str | None = None, models=tuple(WORKLOADS), full_only: bool = False) -> dict:
+def run(before_dir: str, json_path: str | None = None, models=tuple(WORKLOADS), small_only: bool = False,
+        full_only: bool = False) -> dict:
     from nvfp4_compiler.backends.triton import gemm, quantize
 
     variants = {"before": load_before(before_dir), "after": (gemm, quantize)}
@@ -79,7 +80,7 @@ def run(before_dir: str, json_path: str | None = None, models=tuple(WORKLOADS), 
     for model in models:
         for name, k, n, kind in block_gemms(model):
             full_chunk = WORKLOADS[model][2]
-            for m in (full_chunk,) if full_only else (16, 64, full_chunk):
+            for m in (16, 64) if small_only else (full_chunk,) if full_only else (16, 64, full_chunk):
                 r = gemm_row(variants, m, k, n, kind)
                 r.update(model=model, gemm=name)
                 results.append(r)
@@ -106,8 +107,9 @@ if __name__ == "__main__":
     parser.add_argument("--before", required=True, help="folder of older backends/triton/*.py files")
     parser.add_argument("--json", default=None)
     parser.add_argument("--models", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
-    parser.add_argument("--full-only", action="store_true", help="only the full-chunk rows (no M = 16, 64)")
+    parser.add_argument("--small-only", action="store_true", help="only the M = 16 and 64 rows")
+    parser.add_argument("--full-only", action="store_true", help="only the full-chunk rows")
     args = parser.parse_args()
     if not os.path.isdir(args.before):
         parser.error(f"--before: expected a folder of backends/triton/*.py files, got {args.before!r}")
-    run(args.before, args.json, args.models, args.full_only)
+    run(args.before, args.json, args.models, args.small_only, args.full_only)

@@ -399,6 +399,21 @@ def test_decode_of_both_operands_in_one_launch_equals_the_values_and_two_launche
         dense_gemm.decode_to_f16(a_data, a_scale, w_data=w_data[:, :16], w_scale=w_scale[:, :2])
 
 
+def test_split_k_counts_tiles_as_the_autotuner_picks_them(monkeypatch):
+    """choose_split_k counts one row tile for M <= 64 (the autotuner picks 64-row tiles at M = 64)
+    and aims for 4 programs per SM with >= 256 K per split, on a 132-SM GPU: the Wan-1.3B FFN down
+    GEMM splits 22 ways at M = 16 and 64 (the H100 sweep's best; 35 and 11 before), the FFN up 3
+    ways (6 and 1 before); no split on the CPU interpreter or above M = 64."""
+    monkeypatch.setattr(tgemm, "INTERPRET", False)
+    monkeypatch.setattr(tgemm, "_num_sms", lambda device: 132)
+    cases = {(16, 1536, 8960): 22, (64, 1536, 8960): 22, (16, 8960, 1536): 3, (64, 8960, 1536): 3,
+             (16, 1536, 1536): 6, (65, 1536, 8960): 1}  # (m, n, kp)
+    for (m, n, kp), want in cases.items():
+        assert tgemm.choose_split_k(m, n, kp, DEVICE) == want, (m, n, kp)
+    monkeypatch.setattr(tgemm, "INTERPRET", True)
+    assert tgemm.choose_split_k(16, 1536, 8960, DEVICE) == 1
+
+
 def test_gemv_leaves_its_persistent_workspace_zeroed_between_calls():
     """The GEMV's partial sums, tickets and tile maxima live in a workspace reused by every call on
     a stream; each call must zero what it used. Calls of different shapes and splits back to back
