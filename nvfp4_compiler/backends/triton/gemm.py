@@ -248,8 +248,8 @@ def choose_split_k(m: int, n: int, kp: int, device: torch.device) -> int:
     Aim for ~4 programs per SM so enough warps are in flight to hide memory latency, keeping at
     least 256 elements of K per split. Tiles are counted as the autotuner mostly picks them: one
     row tile up to 64 rows (M = 64 took 64 x 64 tiles, not the 16-row ones the count assumed
-    before), 64 columns. H100 sweep (benchmarks/sweep_split_k.py, Wan-1.3B): this picks the best
-    or near-best split at M = 16 and 64, 7-16% faster than the old count at the FFN GEMMs.
+    before), 64 columns. H100 sweep (benchmarks/sweep_split_k.py, Wan-1.3B, M = 16 and 64): the
+    best split or within 2% of it at the FFN GEMMs, where the old count lost 5-16%.
     """
     if INTERPRET or m > 64:
         return 1
