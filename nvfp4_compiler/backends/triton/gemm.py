@@ -246,14 +246,14 @@ def choose_split_k(m: int, n: int, kp: int, device: torch.device) -> int:
     """Split K when output tiles alone cannot fill the GPU (memory-bound small-M GEMMs).
 
     Aim for ~4 programs per SM so enough warps are in flight to hide memory latency, keeping at
-    least 256 elements of K per split. Tiles are counted as the autotuner mostly picks them: one
-    row tile up to 64 rows (M = 64 took 64 x 64 tiles, not the 16-row ones the count assumed
-    before), 64 columns. H100 sweep (benchmarks/sweep_split_k.py, Wan-1.3B, M = 16 and 64): the
+    least 256 elements of K per split. Tiles are counted as the autotuner mostly picks them: M <= 64
+    fits one row tile (M = 64 took 64 x 64 tiles, not the four 16-row ones the count assumed
+    before), 64 columns each. H100 sweep (benchmarks/sweep_split_k.py, Wan-1.3B, M = 16 and 64): the
     best split or within 2% of it at the FFN GEMMs, where the old count lost 5-16%.
     """
     if INTERPRET or m > 64:
         return 1
-    tiles = triton.cdiv(m, min(64, max(16, triton.next_power_of_2(m)))) * triton.cdiv(n, 64)
+    tiles = triton.cdiv(n, 64)
     split = max(1, min(4 * _num_sms(device) // max(tiles, 1), kp // 256))
     return int(split)
 
