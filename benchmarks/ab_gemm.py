@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_gemm import _epilogue  # noqa: E402
-from common import WORKLOADS, bench_graph_ms, block_gemms, epilogue_operands, finish, print_table  # noqa: E402
+from common import WORKLOADS, bench_graph_ms, block_gemms, finish, gemm_case, print_table  # noqa: E402
 
 BACKEND = os.path.join(os.path.dirname(__file__), "..", "nvfp4_compiler", "backends", "triton")
 BEFORE_PACKAGE = "ab_before"
@@ -56,16 +56,10 @@ def _alternating_ms(fns: dict) -> dict:
 
 
 def gemm_row(variants: dict, m: int, k: int, n: int, kind: str) -> dict:
-    import nvfp4_compiler as nvfp4
-
-    dev, bf16 = "cuda", torch.bfloat16
-    w = torch.randn(n, k, device=dev, dtype=bf16) / k**0.5
-    x = torch.randn(m, k, device=dev, dtype=bf16)
-    wq, xq = nvfp4.quantize(w), nvfp4.quantize(x)
-    bias, gate, res, act = epilogue_operands(m, n, kind)
-    operands = (xq.data, xq.scale, xq.global_scale, wq.data, wq.scale, wq.global_scale, bias, act, gate, res, bf16)
-    fns = {name: (lambda _, g=g: g.gemm(*operands)) for name, (g, _) in variants.items()}
-    us = _alternating_ms({"cublas_epilogue": lambda _: _epilogue(torch.matmul(x, w.T), bias, kind, gate, res), **fns})
+    c = gemm_case(m, k, n, kind)
+    fns = {name: (lambda _, g=g: g.gemm(*c.args)) for name, (g, _) in variants.items()}
+    us = _alternating_ms({"cublas_epilogue": lambda _: _epilogue(torch.matmul(c.x, c.w.T), c.bias, kind, c.gate, c.res),
+                          **fns})
     (out_b, amax_b), (out_a, amax_a) = (fns[name](0) for name in ("before", "after"))
     return {"m": m, "k": k, "n": n, "epilogue": kind, "us": us,
             "bit_identical": bool(torch.equal(out_b, out_a) and torch.equal(amax_b, amax_a))}

@@ -6,6 +6,7 @@ import datetime
 import json
 import platform
 import sys
+from dataclasses import dataclass
 
 import torch
 
@@ -33,6 +34,36 @@ def epilogue_operands(m: int, n: int, kind: str, device: str = "cuda"):
     gate = torch.randn(1, n, device=device, dtype=bf16) if "gate" in kind else None
     res = torch.randn(m, n, device=device, dtype=bf16) if "gate" in kind else None
     return bias, gate, res, "gelu_tanh" if "gelu" in kind else "none"
+
+
+@dataclass
+class GemmCase:
+    """One block GEMM's inputs: bf16 ``x`` [m, k] and ``w`` [n, k], their NVFP4 quantizations, and
+    the epilogue's operands (``epilogue_operands`` of ``kind``)."""
+    x: torch.Tensor
+    w: torch.Tensor
+    xq: object
+    wq: object
+    bias: torch.Tensor
+    gate: torch.Tensor | None
+    res: torch.Tensor | None
+    act: str
+
+    @property
+    def args(self) -> tuple:
+        """The arguments of the Triton backend's ``gemm(*args)`` (bf16 output)."""
+        xq, wq = self.xq, self.wq
+        return (xq.data, xq.scale, xq.global_scale, wq.data, wq.scale, wq.global_scale, self.bias, self.act,
+                self.gate, self.res, torch.bfloat16)
+
+
+def gemm_case(m: int, k: int, n: int, kind: str, device: str = "cuda") -> GemmCase:
+    """Random operands of an [m, k] x [n, k]^T block GEMM (w scaled by 1/sqrt(k)) with epilogue ``kind``."""
+    import nvfp4_compiler as nvfp4
+
+    w = torch.randn(n, k, device=device, dtype=torch.bfloat16) / k**0.5
+    x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+    return GemmCase(x, w, nvfp4.quantize(x), nvfp4.quantize(w), *epilogue_operands(m, n, kind, device))
 
 
 def bench_ms(fn, rotations: int = 1, warmup_ms: int = 25, rep_ms: int = 100) -> float:

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_gemm import _epilogue  # noqa: E402
-from common import WORKLOADS, bench_graph_ms, block_gemms, epilogue_operands, finish, print_table  # noqa: E402
+from common import WORKLOADS, bench_graph_ms, block_gemms, finish, gemm_case, print_table  # noqa: E402
 
 #: (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages)
 TILES = [(128, 256, 64, 8, 3), (128, 256, 64, 8, 4), (256, 128, 64, 8, 3), (128, 128, 64, 8, 4),
@@ -33,15 +33,12 @@ PERSISTENCE = {"tiles": 1 << 30, "1/SM": 1}  # programs per SM; "tiles" = one pr
 
 
 def _case(m: int, k: int, n: int, kind: str) -> dict:
-    import nvfp4_compiler as nvfp4
     from nvfp4_compiler.backends.triton import dense_gemm as d
     from nvfp4_compiler.backends.triton import gemm as g
 
     dev, bf16 = "cuda", torch.bfloat16
-    w = torch.randn(n, k, device=dev, dtype=bf16) / k**0.5
-    x = torch.randn(m, k, device=dev, dtype=bf16)
-    wq, xq = nvfp4.quantize(w), nvfp4.quantize(x)
-    bias, gate, res, act = epilogue_operands(m, n, kind)
+    c = gemm_case(m, k, n, kind, dev)
+    x, w, xq, wq, bias, gate, res, act = c.x, c.w, c.xq, c.wq, c.bias, c.gate, c.res, c.act
     a2 = xq.data.reshape(m, k // 2)
     a_scale = xq.scale.reshape(m, k // 16)
     a16, w16 = d.decode_to_f16(a2, a_scale), d.decode_to_f16(wq.data, wq.scale)
@@ -58,8 +55,7 @@ def _case(m: int, k: int, n: int, kind: str) -> dict:
         d.dense_pointer_gemm(a16, w16, a_gs, w_gs, bias, gate_v, gs, res_v, rs, m, out, amax, no_quant_out, flags)
 
     def whole(_):
-        return g.gemm(xq.data, xq.scale, xq.global_scale, wq.data, wq.scale, wq.global_scale, bias, act, gate, res,
-                      bf16)
+        return g.gemm(*c.args)
 
     times = {
         "cublas_bf16": bench_graph_ms(lambda _: torch.matmul(x, w.T)),

@@ -16,22 +16,16 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import WORKLOADS, bench_graph_ms, block_gemms, epilogue_operands, finish, print_table  # noqa: E402
+from common import WORKLOADS, bench_graph_ms, block_gemms, finish, gemm_case, print_table  # noqa: E402
 
 SPLITS = (1, 2, 3, 4, 6, 8, 11, 12, 16, 22)
 MIN_K_PER_SPLIT = 128
 
 
 def sweep_row(m: int, k: int, n: int, kind: str) -> dict:
-    import nvfp4_compiler as nvfp4
     from nvfp4_compiler.backends.triton import gemm
 
-    w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k**0.5
-    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    wq, xq = nvfp4.quantize(w), nvfp4.quantize(x)
-    bias, gate, res, act = epilogue_operands(m, n, kind)
-    operands = (xq.data, xq.scale, xq.global_scale, wq.data, wq.scale, wq.global_scale, bias, act, gate, res,
-                torch.bfloat16)
+    operands = gemm_case(m, k, n, kind).args
     default = gemm.choose_split_k(m, n, k, torch.device("cuda"))
     sms = gemm._num_sms(torch.device("cuda"))
     want = gemm.gemm(*operands, split_k=default)[0].float()

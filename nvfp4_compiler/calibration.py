@@ -48,7 +48,6 @@ def run_observing(gm: fx.GraphModule, args) -> object:
     return AmaxObserver(gm).run(*args)
 
 
-
 def check_calibrated(gm: fx.GraphModule) -> None:
     """Raise if a static activation amax of ``gm`` still holds its NaN "not calibrated" mark (the
     GPU kernels would quantize with it silently)."""

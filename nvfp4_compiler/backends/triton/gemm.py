@@ -25,8 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import (DECODED_TILE_UNSCALE, block_scales, decode_nvfp4_tile, e2m1_encode, encode_scale,
-                       pack_codes_words, to_bf16_rne)
+from .numerics import (DECODED_TILE_UNSCALE, block_scales, decode_nvfp4_tile, e2m1_encode, pack_codes_words,
+                       store_packed_tile, tensor_scales, to_bf16_rne)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 ACTIVATION_IDS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3, "relu": 4}
@@ -86,19 +86,12 @@ def _store_nvfp4(v, offs_m, offs_n, M, N, data_ptr, scale_ptr, amax_ptr, gs_ptr)
     ([M, N/16] uint8); the tile holding element (0, 0) writes S_dec to gs_ptr."""
     BM: tl.constexpr = v.shape[0]
     BN: tl.constexpr = v.shape[1]
-    s_enc = encode_scale(tl.load(amax_ptr))
-    s_dec = tl.math.div_rn(tl.full(s_enc.shape, 1.0, tl.float32), s_enc)
+    s_enc, s_dec = tensor_scales(tl.load(amax_ptr))
     blocks = tl.reshape(v, (BM, BN // 16, 16))
     b_bits, encode = block_scales(tl.max(tl.abs(blocks), axis=2), s_enc, s_dec)
     words = pack_codes_words(tl.reshape(e2m1_encode(blocks * encode[:, :, None]), (BM, BN // 8, 8)))
     first_col = tl.min(offs_n, axis=0)
-    row_ok = offs_m[:, None] < M
-    word_cols = first_col // 8 + tl.arange(0, BN // 8)
-    tl.store(data_ptr + offs_m[:, None] * (N // 8) + word_cols[None, :], words,
-             mask=row_ok & (word_cols[None, :] < N // 8))
-    scale_cols = first_col // 16 + tl.arange(0, BN // 16)
-    tl.store(scale_ptr + offs_m[:, None] * (N // 16) + scale_cols[None, :], b_bits.to(tl.uint8),
-             mask=row_ok & (scale_cols[None, :] < N // 16))
+    store_packed_tile(data_ptr, scale_ptr, offs_m, M, first_col, N, words, b_bits)
     # A masked store, not an ``if``: an scf.if inside dense_tma_kernel's flattened persistent loop
     # fails Triton 3.6's pipeline ("region control flow edge ... needs 2").
     tl.store(gs_ptr, s_dec, mask=(tl.min(offs_m, axis=0) == 0) & (first_col == 0))

@@ -26,6 +26,13 @@ def encode_scale(amax):
     return tl.where(s_enc == 0.0, 1.0, s_enc)
 
 
+@triton.jit
+def tensor_scales(amax):
+    """(S_enc, S_dec) of a per-tensor amax: S_dec = 1 / S_enc, IEEE-rounded as the spec's division."""
+    s_enc = encode_scale(amax)
+    return s_enc, tl.math.div_rn(tl.full(s_enc.shape, 1.0, tl.float32), s_enc)
+
+
 # Compiled for a GPU (not the interpreter): hardware instructions where they are exact equivalents of
 # the arithmetic; the interpreter cannot run PTX, and its fp8 cast does not round to nearest even.
 COMPILED_FOR_GPU = tl.constexpr(os.environ.get("TRITON_INTERPRET") != "1")
@@ -100,6 +107,23 @@ def pack_codes_words(codes):
     byte i), so a thread holding 8 neighbouring codes writes them in one store."""
     shifted = codes << (4 * tl.arange(0, 8))
     return tl.sum(shifted, axis=len(codes.shape) - 1)  # disjoint nibbles: the sum is the bitwise or
+
+
+@triton.jit
+def store_packed_tile(data_ptr, scale_ptr, rows, n_rows, col0, KP, words, b_bits):
+    """Store a tile of an NVFP4 tensor with KP (padded) columns: ``words`` [len(rows), W]
+    (pack_codes_words: 8 codes each) at int32 word columns col0/8.. of data [R, KP/8], and its E4M3
+    scale bits ``b_bits`` [len(rows), W/2] at byte columns col0/16.. of scale [R, KP/16]. Rows
+    from ``n_rows`` and columns from KP on are masked (the layout quantize.py documents)."""
+    WORDS: tl.constexpr = words.shape[1]
+    BLOCKS: tl.constexpr = b_bits.shape[1]
+    row_ok = rows[:, None] < n_rows
+    word_cols = col0 // 8 + tl.arange(0, WORDS)
+    tl.store(data_ptr + rows[:, None] * (KP // 8) + word_cols[None, :], words,
+             mask=row_ok & (word_cols[None, :] < KP // 8))
+    scale_cols = col0 // 16 + tl.arange(0, BLOCKS)
+    tl.store(scale_ptr + rows[:, None] * (KP // 16) + scale_cols[None, :], b_bits.to(tl.uint8),
+             mask=row_ok & (scale_cols[None, :] < KP // 16))
 
 
 # Four packed bytes ($4) and their four fp16 scales ($5, $6) -> the four low nibbles ($0, $1) and

@@ -19,8 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .numerics import (block_scales, e2m1_encode, e2m1_encode_stochastic, encode_scale, pack_codes_words,
-                       rht16, rounding_uniform, to_f32)
+from .numerics import (block_scales, e2m1_encode, e2m1_encode_stochastic, pack_codes_words, rht16, rounding_uniform,
+                       store_packed_tile, tensor_scales, to_f32)
 
 
 @triton.jit
@@ -75,8 +75,7 @@ def quantize_kernel(
                 eviction_policy="evict_first")  # streamed: each element is read once
     x = to_f32(x)
 
-    s_enc = encode_scale(tl.load(amax_ptr))
-    s_dec = tl.math.div_rn(tl.full(s_enc.shape, 1.0, tl.float32), s_enc)
+    s_enc, s_dec = tensor_scales(tl.load(amax_ptr))
     NB: tl.constexpr = BLOCK_K // 16
     blocks = tl.reshape(x, (BLOCK_R, NB, 16))
     if RHT:
@@ -102,13 +101,7 @@ def quantize_kernel(
 
     # Eight codes per int32 word: each thread writes its 8 neighbouring codes in one 4-byte store.
     words = pack_codes_words(tl.reshape(codes, (BLOCK_R, BLOCK_K // 8, 8)))
-    row_ok = rows[:, None] < R
-    word_cols = pid_k * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)
-    tl.store(data_ptr + rows[:, None] * (kp // 8) + word_cols[None, :], words,
-             mask=row_ok & (word_cols[None, :] < kp // 8))
-    scale_cols = pid_k * NB + tl.arange(0, NB)
-    tl.store(scale_ptr + rows[:, None] * (kp // 16) + scale_cols[None, :], b_bits.to(tl.uint8),
-             mask=row_ok & (scale_cols[None, :] < kp // 16))
+    store_packed_tile(data_ptr, scale_ptr, rows, R, pid_k * BLOCK_K, kp, words, b_bits)
     if (pid_r == 0) & (pid_k == 0):
         tl.store(s_dec_ptr, s_dec)
 
