@@ -17,6 +17,19 @@ from .config import Config
 from .report import Report, latest_per_name
 
 
+#: Dynamo counts recompilations per code object, over every instance of a model class: models of
+#: one class compiled one after another in a process (the arms of an experiment, an ablation
+#: sweep) each add their graphs (train, eval, each input shape), and past the default limit of 8
+#: the next model runs eagerly with nothing captured. Compiling raises the limit to at least this
+#: (once, globally: a per-call scoped change would cost ~4 us of host time on every call).
+RECOMPILE_LIMIT = 64
+
+
+def _raise_recompile_limit() -> None:
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+
+
 class NVFP4Module(nn.Module):
     """A model whose eligible GEMMs run in NVFP4. Call it like the original model.
 
@@ -34,6 +47,7 @@ class NVFP4Module(nn.Module):
         self._in_call = {"on": False}
         self.eager_linears, self._eager_handles = eager_fallback.install(
             model, config, self._eligible, self._in_call, self.backend.weight_cache)
+        _raise_recompile_limit()
         self._compiled = torch.compile(model, backend=self.backend, dynamic=False, fullgraph=config.fullgraph)
 
     def forward(self, *args, **kwargs):
@@ -49,7 +63,8 @@ class NVFP4Module(nn.Module):
         if not self.backend.graphs and _linear_names(self.model):
             raise CaptureError(
                 f"{type(self.model).__name__}: TorchDynamo captured no graph, so nothing was quantized "
-                "(the whole forward ran eagerly; set TORCH_LOGS=graph_breaks to see why)"
+                "(the whole forward ran eagerly; set TORCH_LOGS=graph_breaks,recompiles to see why: a graph break, or "
+                f"torch._dynamo.config.recompile_limit={torch._dynamo.config.recompile_limit} reached)"
             )
         return out
 
@@ -79,6 +94,9 @@ def compile(model: nn.Module, config: Config | None = None, **overrides) -> NVFP
 
     Returns:
         An :class:`NVFP4Module`. Capture happens on the first call, per input shape.
+
+    Raises ``torch._dynamo.config.recompile_limit`` to at least :data:`RECOMPILE_LIMIT`, so that
+    many models of one class can be compiled in one process (see there).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")

@@ -301,3 +301,26 @@ def test_capture_graphs_returns_the_unmodified_dynamo_graphs():
     assert len(graphs) >= 2
     code = "\n".join(g.code for g in graphs)
     assert code.count("torch._C._nn.linear") == 2 and "nvfp4" not in code
+
+
+class _TwoLinears(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up, self.down = nn.Linear(32, 64), nn.Linear(64, 32)
+
+    def forward(self, x):
+        return self.down(F.gelu(self.up(x)))
+
+
+def test_many_models_of_one_class_compiled_in_one_process_all_capture():
+    """Dynamo's recompile limit counts the cache entries of a code object over every instance; an
+    ablation sweep compiles one model after another (here 6 models x 2 shapes = 12 entries, past
+    the default limit of 8), and each must still be captured, not fall back to eager."""
+    torch.manual_seed(0)
+    for _ in range(6):
+        model = _TwoLinears()
+        compiled = nvfp4.compile(model, backend="reference")
+        for rows in (3, 5):
+            x = torch.randn(rows, 32)
+            assert torch.isfinite(compiled(x)).all()
+        assert len(compiled.report().quantized) == 2
