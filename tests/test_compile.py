@@ -312,6 +312,7 @@ class _TwoLinears(nn.Module):
         return self.down(F.gelu(self.up(x)))
 
 
+@torch.no_grad()
 def test_many_models_of_one_class_compiled_in_one_process_all_capture():
     """Dynamo's recompile limit counts the cache entries of a code object over every instance; an
     ablation sweep compiles one model after another (here 6 models x 2 shapes = 12 entries, past
@@ -321,6 +322,6 @@ def test_many_models_of_one_class_compiled_in_one_process_all_capture():
         model = _TwoLinears()
         compiled = nvfp4.compile(model, backend="reference")
         for rows in (3, 5):
-            x = torch.randn(rows, 32)
-            assert torch.isfinite(compiled(x)).all()
+            x = torch.randn(rows, 32)  # each model's own weights: no graph of an earlier model reused
+            assert rel_err(compiled(x), qdq_twin(model, linear_names(model))(x)) < FP32_TOL
         assert len(compiled.report().quantized) == 2
