@@ -41,6 +41,11 @@ class TrainConfig:
     frames: int = 4
     size: int = 16           # latent height = width
     keep_last_blocks: int = 0  # blocks kept in bf16 at the end (the recipe's ~15% of linears)
+    keep_bf16: str = ""        # comma-separated globs of more linears kept in bf16 (e.g. "*.ffn.down")
+    # the recipe's switches (Config's names; all on in NVIDIA's recipe), for ablations
+    weight_tiles_2d: bool = True
+    rht_wgrad: bool = True
+    stochastic_gradients: bool = True
     device: str = "cpu"
     arms: str = "nvfp4,bf16"   # which arms to train; one per process lets two share a GPU
     cuda_graphs: bool = False  # replay each step as CUDA graphs (both arms; needs device "cuda")
@@ -55,6 +60,14 @@ class TrainConfig:
         if bad or not arms:
             raise ValueError(f"arms: expected a comma-separated subset of 'nvfp4,bf16', got {self.arms!r}")
         return arms
+
+    def compile_options(self) -> dict:
+        """The ``nvfp4.compile`` options of the NVFP4 arm (the bf16 arm takes them too; with
+        ``recipe="bf16"`` nothing is quantized, so they change nothing there)."""
+        extra = tuple(g.strip() for g in self.keep_bf16.split(",") if g.strip())
+        return dict(exclude=RECIPE_BF16_MODULES + extra, keep_last_blocks_bf16=self.keep_last_blocks,
+                    weight_tiles_2d=self.weight_tiles_2d, rht_wgrad=self.rht_wgrad,
+                    stochastic_gradients=self.stochastic_gradients, cuda_graphs=self.cuda_graphs)
 
     def model_config(self):
         return get_config("tiny", dim=self.dim, ffn_dim=4 * self.dim, num_heads=self.heads,
@@ -79,8 +92,7 @@ def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None,
     device = torch.device(cfg.device)
     mcfg = cfg.model_config()
     model = build_model(mcfg, seed=cfg.seed, device=device).train()
-    compiled = nvfp4_compile(model, recipe=recipe, exclude=RECIPE_BF16_MODULES,
-                             keep_last_blocks_bf16=cfg.keep_last_blocks, cuda_graphs=cfg.cuda_graphs)
+    compiled = nvfp4_compile(model, recipe=recipe, **cfg.compile_options())
     gen = torch.Generator().manual_seed(cfg.seed)
     class_text = torch.randn(NUM_CLASSES, 1, mcfg.text_dim, generator=gen).to(device)
     clip_args = dict(channels=mcfg.in_channels, frames=cfg.frames, height=cfg.size, width=cfg.size)

@@ -31,3 +31,16 @@ def test_train_command_writes_curves_and_summary(tmp_path):
     assert bad.exit_code == 2 and "--dim" in bad.stderr
     no_gpu = CliRunner().invoke(app, ["train", "--device", "cpu", "--cuda-graphs", "--out", str(tmp_path)])
     assert no_gpu.exit_code == 2 and "cuda_graphs" in no_gpu.stderr
+
+
+def test_train_config_passes_the_recipe_switches_and_extra_bf16_linears_to_compile():
+    from nvfp4_compiler.config import Config
+    from nvfp4_compiler.trainer import RECIPE_BF16_MODULES, TrainConfig
+
+    options = TrainConfig(keep_bf16=" *ffn.down, *cross_attn.* ,", rht_wgrad=False, stochastic_gradients=False,
+                          weight_tiles_2d=False, keep_last_blocks=1).compile_options()
+    assert options["exclude"] == RECIPE_BF16_MODULES + ("*ffn.down", "*cross_attn.*")
+    config = Config(**options)  # every option is a Config field
+    assert (config.rht_wgrad, config.stochastic_gradients, config.weight_tiles_2d) == (False, False, False)
+    assert config.exclusion_reason("blocks.0.ffn.down", 2) and not config.exclusion_reason("blocks.0.ffn.up", 2)
+    assert TrainConfig().compile_options()["exclude"] == RECIPE_BF16_MODULES
