@@ -67,7 +67,8 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(dict.fromkeys(r["variant"] for r in rows if r["variant"] != "bf16"))
+    present = {r["variant"] for r in rows}
+    names = [v for v in VARIANTS if v in present]  # the full recipe first, then the table's order
     fig, ax = plt.subplots(figsize=(11, 4))
     for i, name in enumerate(names):
         own = [r["ratio_own_forward"] for r in rows if r["variant"] == name]
