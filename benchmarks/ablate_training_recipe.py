@@ -20,6 +20,8 @@ import os
 import sys
 from dataclasses import replace
 
+import torch
+
 sys.path.insert(0, os.path.dirname(__file__))
 from common import print_table, write_json  # noqa: E402
 
@@ -43,12 +45,14 @@ def run(variants: list[str], seeds: list[int], base: TrainConfig, on_row=None) -
     rows = []
     for seed in seeds:
         cfg = replace(base, seed=seed, eval_every=base.steps)
+        torch._dynamo.reset()  # Dynamo's cache holds every compiled model (and its weights) until reset
         bf16 = train_arm("bf16", cfg)
         bf16_val = bf16["val"][-1][1]
         rows.append({"variant": "bf16", "seed": seed, "val": bf16_val, "val_full_precision": bf16_val})
         if on_row:
             on_row(rows)
         for name in variants:
+            torch._dynamo.reset()
             arm = train_arm("nvfp4", replace(cfg, **VARIANTS[name]))
             rows.append({"variant": name, "seed": seed, "val": arm["val"][-1][1],
                          "val_full_precision": arm["val_full_precision"][-1][1],

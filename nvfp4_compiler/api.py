@@ -21,7 +21,9 @@ from .report import Report, latest_per_name
 #: one class compiled one after another in a process (the arms of an experiment, an ablation
 #: sweep) each add their graphs (train, eval, each input shape), and past the default limit of 8
 #: the next model runs eagerly with nothing captured. Compiling raises the limit to at least this
-#: (once, globally: a per-call scoped change would cost ~4 us of host time on every call).
+#: (once, globally: a per-call scoped change would cost ~4 us of host time on every call). Note
+#: that Dynamo's cache keeps each compiled model, weights included, alive until
+#: ``torch._dynamo.reset()``; a sweep that drops its models should call it between them.
 RECOMPILE_LIMIT = 64
 
 
@@ -96,7 +98,8 @@ def compile(model: nn.Module, config: Config | None = None, **overrides) -> NVFP
         An :class:`NVFP4Module`. Capture happens on the first call, per input shape.
 
     Raises ``torch._dynamo.config.recompile_limit`` to at least :data:`RECOMPILE_LIMIT`, so that
-    many models of one class can be compiled in one process (see there).
+    many models of one class can be compiled in one process (see there). As with
+    ``torch.compile``, Dynamo's cache keeps a compiled model alive until ``torch._dynamo.reset()``.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
