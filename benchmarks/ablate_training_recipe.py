@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from common import print_table, write_json  # noqa: E402
 
-from nvfp4_compiler.trainer import TrainConfig, train_arm  # noqa: E402
+from nvfp4_compiler.trainer import TrainConfig, add_config_arguments, train_arm  # noqa: E402
 
 #: variant -> TrainConfig fields changed from the full recipe
 VARIANTS = {
@@ -93,25 +93,20 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dim", type=int, default=TrainConfig.dim)
-    parser.add_argument("--layers", type=int, default=TrainConfig.layers)
-    parser.add_argument("--heads", type=int, default=TrainConfig.heads)
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--cuda-graphs", action="store_true", help="replay each step as CUDA graphs (GPU)")
+    # every TrainConfig field but those a variant or the sweep sets (--steps defaults to 300)
+    add_config_arguments(parser, skip=("seed", "eval_every", "arms", *{f for v in VARIANTS.values() for f in v}))
     parser.add_argument("--json")
     parser.add_argument("--plot", help="PNG of the ratios")
     args = parser.parse_args()
-    base = TrainConfig(steps=args.steps, device=args.device, dim=args.dim, layers=args.layers, heads=args.heads,
-                       lr=args.lr, batch_size=args.batch_size, cuda_graphs=args.cuda_graphs)
+    options = vars(args)
+    variants, seeds, json_path, plot_path = (options.pop(k) for k in ("variants", "seeds", "json", "plot"))
+    base = TrainConfig(**options)
     # the JSON is rewritten after every arm, so a run cut off by a time limit keeps what it finished
-    rows = run(args.variants, args.seeds, base,
-               on_row=lambda rows: write_json(args.json, {"config": vars(base), "steps": args.steps, "rows": rows}))
+    rows = run(variants, seeds, base,
+               on_row=lambda rows: write_json(json_path, {"config": vars(base), "steps": base.steps, "rows": rows}))
     table = [[r["variant"], r["seed"], r["val"], r["val_full_precision"], r.get("ratio_own_forward", 1.0),
               r.get("ratio_full_precision", 1.0)] for r in rows]
-    print_table(f"NVFP4 recipe ablations, {args.steps} steps, final validation loss",
+    print_table(f"NVFP4 recipe ablations, {base.steps} steps, final validation loss",
                 ["variant", "seed", "own forward", "full-precision forward", "x bf16 (own)", "x bf16 (full)"], table)
-    if args.plot:
-        plot(rows, args.plot)
+    if plot_path:
+        plot(rows, plot_path)

@@ -14,16 +14,11 @@ Same as `nvfp4 train`. To train the arms in two processes sharing one GPU:
 
 import argparse
 
-from nvfp4_compiler.trainer import TrainConfig, run, summarize_dir
+from nvfp4_compiler.trainer import TrainConfig, add_config_arguments, run, summarize_dir
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = TrainConfig()
-    for field, value in vars(defaults).items():
-        if isinstance(value, bool):  # --cuda-graphs / --no-cuda-graphs
-            parser.add_argument(f"--{field.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=value)
-        else:
-            parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+    add_config_arguments(parser)
     parser.add_argument("--out", default="runs/train")
     parser.add_argument("--combine", action="store_true", help="only combine arm_*.json in --out")
     args = vars(parser.parse_args())

@@ -75,6 +75,20 @@ class TrainConfig:
                           latent_width=self.size, chunk_frames=self.frames, text_tokens=1)
 
 
+def add_config_arguments(parser, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field`` option per TrainConfig field (booleans as ``--x/--no-x``), defaults from
+    TrainConfig; ``skip`` leaves fields out. ``TrainConfig(**picked)`` rebuilds the config."""
+    import argparse
+
+    for field, value in vars(TrainConfig()).items():
+        if field in skip:
+            continue
+        if isinstance(value, bool):
+            parser.add_argument(f"--{field.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(f"--{field.replace('_', '-')}", type=type(value), default=value)
+
+
 def _loss(model, videos, labels, class_text, noise, t):
     """Flow matching, Wan/LongLive convention: x_t = t * noise + (1 - t) * x, velocity = noise - x."""
     tt = t.view(-1, 1, 1, 1, 1)
