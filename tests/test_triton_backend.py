@@ -2,6 +2,7 @@
 within fp32 accumulation-order noise. On CPU they run under TRITON_INTERPRET=1 at small shapes;
 with NVFP4_TEST_ON_GPU=1 on a CUDA machine the same tests run compiled, plus larger shapes."""
 
+import functools
 import os
 
 import ml_dtypes
@@ -379,6 +380,49 @@ def test_dense_tma_kernel_walks_every_tile_with_few_programs(programs, monkeypat
     assert torch.isfinite(got).all()
     assert (got - want).norm() / want.norm() < 1e-5
     assert torch.allclose(amax, want_amax, rtol=1e-5)
+
+
+def test_choose_tile_takes_a_smaller_tile_only_for_gemms_short_of_one_round(monkeypatch):
+    """With fewer 128 x 256 tiles than SMs (Wan-5B text K/V, 512 x 3072: 48 for 132), the TMA kernel
+    takes the smaller tile that fills more SMs; GEMMs with whole or nearly whole rounds of the main
+    tile keep it, and warps, stages and BLOCK_K never change."""
+    from nvfp4_compiler.backends.triton import dense_gemm
+
+    monkeypatch.setattr(dense_gemm, "TILE_SPEED", {(128, 256): 1.0, (128, 128): 0.7, (64, 128): 0.5})
+    choose = dense_gemm.choose_tile.__wrapped__  # not the cache: TILE_SPEED is patched
+    main = (128, 256, 64, 8, 3)
+    assert choose(512, 3072, main, 132) == (128, 128, 64, 8, 3)
+    assert choose(512, 1536, main, 132) == (64, 128, 64, 8, 3)  # 24 tiles: 96 quarter tiles still fit
+    for m, n in ((4680, 1536), (4680, 8960), (7040, 3072), (7040, 14336), (1536, 1536)):
+        assert choose(m, n, main, 132) == main, (m, n)
+
+
+def test_dense_tma_kernel_on_a_smaller_tile_equals_the_main_tile(monkeypatch):
+    """A GEMM that choose_tile gives a smaller tile (ragged in M and N) writes every element
+    (poisoned output) and the same bits as the main tile, on operands whose sums are exact in any
+    order, with a gated, residual, GELU epilogue."""
+    from nvfp4_compiler.backends.triton import dense_gemm
+
+    m, n, k = (512, 1520, 1536) if ON_GPU else (20, 40, 64)
+    if not ON_GPU:
+        monkeypatch.setattr(dense_gemm, "_num_sms", lambda device: 8)  # 4 main tiles, 8 of the small one
+    small = dense_gemm.choose_tile(m, n, dense_gemm.TMA_TILE, dense_gemm._num_sms(DEVICE))
+    assert small != dense_gemm.TMA_TILE  # the case must exercise a smaller tile
+    args = _exact_sum_operands((2, m // 2), n, k, seed=7)
+    gen = torch.Generator().manual_seed(8)
+    bias = torch.randn(n, generator=gen).to(DEVICE)
+    gate = torch.randn(2, 1, n, generator=gen).to(DEVICE, torch.bfloat16)
+    res = torch.randn(2, m // 2, n, generator=gen).to(DEVICE, torch.bfloat16)
+    outs, launch = {}, dense_gemm.dense_tma_gemm
+    for tile in (None, dense_gemm.TMA_TILE):
+        monkeypatch.setattr(dense_gemm, "dense_tma_gemm", functools.partial(launch, tile=tile))
+        out = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device=DEVICE)
+        outs[tile] = tgemm.gemm(*args, bias, "gelu_tanh", gate, res, torch.bfloat16, dense=True, out=out)
+    (got, amax), (main, main_amax) = outs[None], outs[dense_gemm.TMA_TILE]
+    want, want_amax = reference.gemm_op(*args, bias, "gelu_tanh", gate, res, torch.bfloat16)
+    assert torch.isfinite(got).all()
+    assert torch.equal(got, main) and torch.equal(amax, main_amax)
+    assert (got.float() - want.float()).norm() / want.float().norm() < 8e-3
 
 
 def test_decode_of_both_operands_in_one_launch_equals_the_values_and_two_launches():

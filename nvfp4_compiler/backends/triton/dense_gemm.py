@@ -158,17 +158,45 @@ def has_tma(device: torch.device) -> bool:
     return INTERPRET or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
+#: Work per second of each (BLOCK_M, BLOCK_N) the TMA kernel may take, relative to TMA_TILE's at the
+#: same warps and stages: the H100 sweep of benchmarks/sweep_tail_tiles.py measured 128 x 128 at
+#: 0.66-0.82x of 128 x 256's speed at the Wan full-chunk shapes, 64 x 128 at 0.44-0.55x. The
+#: interpreter's tiles are for the CPU tests.
+TILE_SPEED = {(16, 32): 1.0, (16, 16): 0.7} if INTERPRET else {(128, 256): 1.0, (128, 128): 0.7, (64, 128): 0.5}
+
+
+@functools.lru_cache(maxsize=None)
+def choose_tile(m: int, n: int, tile: tuple[int, ...], programs: int) -> tuple[int, ...]:
+    """``tile`` (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), or the same with a smaller TILE_SPEED
+    shape where that finishes sooner. The programs walk the tiles in rounds, so a call costs its
+    rounds times a tile's work over its speed: a GEMM with whole rounds of ``tile`` keeps it (a
+    smaller tile only runs slower), one with fewer tiles than programs takes a smaller tile if
+    that fills more SMs (Wan-5B's text K/V, 512 x 3072 x 3072: 48 tiles of 128 x 256 for 132 SMs,
+    96 of 128 x 128, 1.6x faster on the H100)."""
+    main = tuple(tile[:2])
+
+    def cost(shape):
+        rounds = triton.cdiv(triton.cdiv(m, shape[0]) * triton.cdiv(n, shape[1]), programs)
+        return rounds * shape[0] * shape[1] / TILE_SPEED.get(shape, 1.0)
+
+    smaller = [s for s in TILE_SPEED if s[0] * s[1] < main[0] * main[1]]
+    return (*min([main, *smaller], key=cost), *tile[2:])  # the first of equal costs: ``tile``
+
+
 def dense_tma_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags, tile=None,
                    programs_per_sm: int = 1, max_registers: int | None = None):
     """dense_tma_kernel on decoded operands, one program per SM; ``tile`` = (BLOCK_M, BLOCK_N,
-    BLOCK_K, warps, stages), TMA_TILE(_FP32_OUT) unless given, ``programs_per_sm`` and
-    ``max_registers`` (per thread) are for the sweeps."""
+    BLOCK_K, warps, stages), TMA_TILE(_FP32_OUT) unless given (``choose_tile`` then takes a smaller
+    one for GEMMs with fewer tiles than SMs); ``programs_per_sm`` and ``max_registers`` (per
+    thread) are for the sweeps."""
     # The tile follows the dtype the epilogue rounds to, with a quantizing epilogue too (QUANT_OUT):
     # 128 x 256 then needs 152 KB of shared memory (272 KB for fp32), and at the Wan FFN-up shapes
     # measured 1% slower (Wan-1.3B) to 6% faster (Wan-5B) than 128 x 128 (RESULTS.md, tenth session).
-    bm, bn, bk, warps, stages = tile or (TMA_TILE_FP32_OUT if out.dtype == torch.float32 else TMA_TILE)
     m, n = a16.shape[0], w16.shape[0]
-    programs = min(triton.cdiv(m, bm) * triton.cdiv(n, bn), programs_per_sm * _num_sms(a16.device))
+    slots = programs_per_sm * _num_sms(a16.device)
+    bm, bn, bk, warps, stages = tile or choose_tile(
+        m, n, TMA_TILE_FP32_OUT if out.dtype == torch.float32 else TMA_TILE, slots)
+    programs = min(triton.cdiv(m, bm) * triton.cdiv(n, bn), slots)
     dense_tma_kernel[(programs,)](
         TensorDescriptor.from_tensor(a16, [bm, bk]), TensorDescriptor.from_tensor(w16, [bn, bk]),
         a_gs, w_gs, bias, gate, res, out, amax, *q, m, n, a16.shape[1], t_rows, *gs, *rs,

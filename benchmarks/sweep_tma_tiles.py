@@ -1,0 +1,89 @@
+"""Sweep: the persistent TMA GEMM's tile per shape (dense_gemm.choose_tile), GPU time of the kernel
+alone on decoded operands, from CUDA-graph replays, every variant in one run:
+
+- each tile of dense_gemm.TILE_SPEED forced for the whole GEMM (its speed relative to 128 x 256);
+- "auto": what dense_tma_gemm picks by default;
+- cuBLAS fp16 on the same decoded operands, for scale.
+
+Shapes: GEMMs with fewer 128 x 256 tiles than the H100's 132 SMs (text K/V projections of 512
+tokens, chunks of 600-1024 tokens, a training wgrad), and two full-chunk GEMMs as a check that
+their tile does not change.
+
+    python benchmarks/sweep_tma_tiles.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import bench_graph_ms, finish, gemm_case, print_table  # noqa: E402
+
+#: (label, M, K, N)
+SHAPES = [("wan-1.3b text k/v", 512, 1536, 1536), ("wan-5b text k/v", 512, 3072, 3072),
+          ("600 tokens, wan-1.3b attn", 600, 1536, 1536), ("1024 tokens, wan-1.3b attn", 1024, 1536, 1536),
+          ("1024 tokens, wan-1.3b ffn down", 1024, 8960, 1536), ("1024 tokens, wan-5b attn", 1024, 3072, 3072),
+          ("wan-1.3b wgrad attn", 1536, 4688, 1536), ("wan-1.3b ffn down", 4680, 8960, 1536),
+          ("wan-5b attn", 7040, 3072, 3072)]
+
+
+def _row(m: int, k: int, n: int) -> dict:
+    from nvfp4_compiler.backends.triton import dense_gemm as d
+    from nvfp4_compiler.backends.triton import gemm as g
+
+    c = gemm_case(m, k, n, "bias")
+    a16, w16 = d.decode_to_f16(c.xq.data.reshape(m, k // 2), c.xq.scale.reshape(m, k // 16), w_data=c.wq.data,
+                               w_scale=c.wq.scale)
+    none_v, none_s = g._as_btn(None, torch.Size([m, n]), "cuda")
+    flags = dict(ACT=0, HAS_BIAS=True, HAS_GATE=False, HAS_RES=False, WANT_AMAX=True, QUANT_OUT=False)
+    a_gs, w_gs = c.xq.global_scale.reshape(1), c.wq.global_scale.reshape(1)
+    out, amax = torch.empty(m, n, device="cuda", dtype=torch.bfloat16), torch.zeros(1, device="cuda")
+    variants = {f"{s[0]}x{s[1]}": (*s, *d.TMA_TILE[2:]) for s in d.TILE_SPEED}
+    variants["auto"] = None
+
+    def launch(tile):
+        return lambda _: d.dense_tma_gemm(a16, w16, a_gs, w_gs, c.bias, none_v, none_s, none_v, none_s, m, out, amax,
+                                          (a_gs,) * 4, flags, tile=tile)
+
+    launch(d.TMA_TILE)(0)
+    want = out.clone()
+    times, diffs = {"cublas_fp16_decoded": bench_graph_ms(lambda _: torch.matmul(a16, w16.T))}, {}
+    for name, tile in variants.items():
+        out.fill_(float("nan"))
+        launch(tile)(0)
+        diffs[name] = float((out.float() - want.float()).abs().max())  # nan: an element left unwritten
+        times[name] = bench_graph_ms(launch(tile))
+    auto = d.choose_tile(m, n, d.TMA_TILE, d._num_sms(a16.device))
+    return {"ms": times, "max_abs_diff_vs_main_tile": diffs, "auto_tile": list(auto)}
+
+
+def run(json_path: str | None = None) -> dict:
+    from nvfp4_compiler.backends.triton import dense_gemm as d
+
+    names = [f"{s[0]}x{s[1]}" for s in d.TILE_SPEED]
+    main = names[0]
+    results, rows = [], []
+    for label, m, k, n in SHAPES:
+        r = _row(m, k, n)
+        r.update(gemm=label, m=m, k=k, n=n)
+        results.append(r)
+        t = r["ms"]
+        rows.append([label, f"{m}x{k}x{n}", t["cublas_fp16_decoded"] * 1e3, *[t[v] * 1e3 for v in names],
+                     "x".join(map(str, r["auto_tile"][:2])), t["auto"] * 1e3, t[main] / t["auto"],
+                     max(r["max_abs_diff_vs_main_tile"].values())])
+        print(rows[-1], flush=True)  # as it goes: a run cut off by a time limit still shows its rows
+        torch.cuda.empty_cache()
+    print_table(f"TMA GEMM tile per shape: GPU us (same run); auto x = {main} time / auto time",
+                ["gemm", "M x K x N", "cuBLAS fp16", *names, "auto tile", "auto", "auto x", "max |diff|"], rows)
+    return finish(json_path, results)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    run(args.json)
