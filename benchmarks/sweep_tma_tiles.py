@@ -1,7 +1,8 @@
 """Sweep: the persistent TMA GEMM's tile per shape (dense_gemm.choose_tile), GPU time of the kernel
 alone on decoded operands, from CUDA-graph replays, every variant in one run:
 
-- each tile of dense_gemm.TILE_SPEED forced for the whole GEMM (its speed relative to 128 x 256);
+- each tile of dense_gemm.TILE_SPEED (BLOCK_M x BLOCK_N x warps x stages) forced for the whole GEMM;
+- any ``--extra`` tiles (BLOCK_M x BLOCK_N x warps x stages, e.g. 64x128x4x4);
 - "auto": what dense_tma_gemm picks by default;
 - cuBLAS fp16 on the same decoded operands, for scale.
 
@@ -9,7 +10,7 @@ Shapes: GEMMs with fewer 128 x 256 tiles than the H100's 132 SMs (text K/V proje
 tokens, chunks of 600-1024 tokens, a training wgrad), and two full-chunk GEMMs as a check that
 their tile does not change.
 
-    python benchmarks/sweep_tma_tiles.py [--json out.json]
+    python benchmarks/sweep_tma_tiles.py [--json out.json] [--extra 64x128x4x4 ...] [--few-tiles-only]
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ SHAPES = [("wan-1.3b text k/v", 512, 1536, 1536), ("wan-5b text k/v", 512, 3072,
           ("wan-5b attn", 7040, 3072, 3072)]
 
 
+#: Extra (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) tiles to time (``--extra``).
+EXTRA_TILES: list[tuple[int, ...]] = []
+
+
+def _name(tile) -> str:
+    """BLOCK_M x BLOCK_N x warps x stages"""
+    return "x".join(map(str, (tile[0], tile[1], tile[3], tile[4])))
+
+
 def _row(m: int, k: int, n: int) -> dict:
     from nvfp4_compiler.backends.triton import dense_gemm as d
     from nvfp4_compiler.backends.triton import gemm as g
@@ -42,7 +52,8 @@ def _row(m: int, k: int, n: int) -> dict:
     flags = dict(ACT=0, HAS_BIAS=True, HAS_GATE=False, HAS_RES=False, WANT_AMAX=True, QUANT_OUT=False)
     a_gs, w_gs = c.xq.global_scale.reshape(1), c.wq.global_scale.reshape(1)
     out, amax = torch.empty(m, n, device="cuda", dtype=torch.bfloat16), torch.zeros(1, device="cuda")
-    variants = {f"{s[0]}x{s[1]}": (*s, *d.TMA_TILE[2:]) for s in d.TILE_SPEED}
+    tiles = [(bm, bn, d.TMA_TILE[2], warps, stages) for bm, bn, warps, stages in d.TILE_SPEED] + EXTRA_TILES
+    variants = {_name(t): t for t in tiles}
     variants["auto"] = None
 
     def launch(tile):
@@ -61,19 +72,20 @@ def _row(m: int, k: int, n: int) -> dict:
     return {"ms": times, "max_abs_diff_vs_main_tile": diffs, "auto_tile": list(auto)}
 
 
-def run(json_path: str | None = None) -> dict:
+def run(json_path: str | None = None, shapes=SHAPES) -> dict:
     from nvfp4_compiler.backends.triton import dense_gemm as d
 
-    names = [f"{s[0]}x{s[1]}" for s in d.TILE_SPEED]
-    main = names[0]
+    names = list(dict.fromkeys(_name((bm, bn, 64, w, st)) for bm, bn, w, st in d.TILE_SPEED))
+    names += [n for n in map(_name, EXTRA_TILES) if n not in names]
+    main = _name(d.TMA_TILE)
     results, rows = [], []
-    for label, m, k, n in SHAPES:
+    for label, m, k, n in shapes:
         r = _row(m, k, n)
         r.update(gemm=label, m=m, k=k, n=n)
         results.append(r)
         t = r["ms"]
         rows.append([label, f"{m}x{k}x{n}", t["cublas_fp16_decoded"] * 1e3, *[t[v] * 1e3 for v in names],
-                     "x".join(map(str, r["auto_tile"][:2])), t["auto"] * 1e3, t[main] / t["auto"],
+                     _name(r["auto_tile"]), t["auto"] * 1e3, t[main] / t["auto"],
                      max(r["max_abs_diff_vs_main_tile"].values())])
         print(rows[-1], flush=True)  # as it goes: a run cut off by a time limit still shows its rows
         torch.cuda.empty_cache()
@@ -85,5 +97,10 @@ def run(json_path: str | None = None) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None)
+    parser.add_argument("--extra", nargs="*", default=[], help="more tiles to time, BLOCK_MxBLOCK_NxWARPSxSTAGES")
+    parser.add_argument("--few-tiles-only", action="store_true", help="only the shapes short of one wave")
     args = parser.parse_args()
-    run(args.json)
+    for spec in args.extra:
+        bm, bn, warps, stages = (int(v) for v in spec.split("x"))
+        EXTRA_TILES.append((bm, bn, 64, warps, stages))
+    run(args.json, SHAPES[:6] if args.few_tiles_only else SHAPES)

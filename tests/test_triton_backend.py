@@ -384,16 +384,17 @@ def test_dense_tma_kernel_walks_every_tile_with_few_programs(programs, monkeypat
 
 def test_choose_tile_takes_a_smaller_tile_only_for_gemms_short_of_one_round(monkeypatch):
     """With fewer 128 x 256 tiles than SMs (Wan-5B text K/V, 512 x 3072: 48 for 132), the TMA kernel
-    takes the smaller tile that fills more SMs; GEMMs with whole or nearly whole rounds of the main
-    tile keep it, and warps, stages and BLOCK_K never change."""
+    takes the smaller tile (with its own warps and stages) that fills more SMs; GEMMs with whole or
+    nearly whole rounds of the main tile keep it, and BLOCK_K never changes."""
     from nvfp4_compiler.backends.triton import dense_gemm
 
-    monkeypatch.setattr(dense_gemm, "TILE_SPEED", {(128, 256): 1.0, (128, 128): 0.7, (64, 128): 0.5})
+    monkeypatch.setattr(dense_gemm, "TILE_SPEED", {(128, 256, 8, 3): 1.0, (128, 128, 4, 4): 0.8,
+                                                    (64, 128, 4, 4): 0.55})
     choose = dense_gemm.choose_tile.__wrapped__  # not the cache: TILE_SPEED is patched
     main = (128, 256, 64, 8, 3)
-    assert choose(512, 3072, main, 132) == (128, 128, 64, 8, 3)
-    assert choose(512, 1536, main, 132) == (64, 128, 64, 8, 3)  # 24 tiles: 96 quarter tiles still fit
-    for m, n in ((4680, 1536), (4680, 8960), (7040, 3072), (7040, 14336), (1536, 1536)):
+    assert choose(512, 3072, main, 132) == (128, 128, 64, 4, 4)
+    assert choose(512, 1536, main, 132) == (64, 128, 64, 4, 4)  # 24 tiles: 96 quarter tiles still fit
+    for m, n in ((4680, 1536), (4680, 8960), (7040, 3072), (7040, 14336), (1536, 1536), (1024, 3072)):
         assert choose(m, n, main, 132) == main, (m, n)
 
 

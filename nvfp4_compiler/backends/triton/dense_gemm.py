@@ -158,29 +158,34 @@ def has_tma(device: torch.device) -> bool:
     return INTERPRET or (device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9)
 
 
-#: Work per second of each (BLOCK_M, BLOCK_N) the TMA kernel may take, relative to TMA_TILE's at the
-#: same warps and stages: the H100 sweep of benchmarks/sweep_tail_tiles.py measured 128 x 128 at
-#: 0.66-0.82x of 128 x 256's speed at the Wan full-chunk shapes, 64 x 128 at 0.44-0.55x. The
-#: interpreter's tiles are for the CPU tests.
-TILE_SPEED = {(16, 32): 1.0, (16, 16): 0.7} if INTERPRET else {(128, 256): 1.0, (128, 128): 0.7, (64, 128): 0.5}
+#: Work per second of each (BLOCK_M, BLOCK_N, warps, stages) the TMA kernel may take, relative to
+#: TMA_TILE's, from H100 sweeps (benchmarks/sweep_tma_tiles.py, RESULTS.md fourteenth session): at
+#: the Wan full-chunk shapes 128 x 128 with 8 warps ran at 0.66-0.82x of 128 x 256's speed; GEMMs
+#: short of one wave measured 128 x 128 with 4 warps at 0.81-0.89x, and 64 x 128 with 4 warps at
+#: 0.5-0.6x. The interpreter's tiles are for the CPU tests.
+TILE_SPEED = ({(16, 32, 4, 1): 1.0, (16, 16, 4, 1): 0.7} if INTERPRET else
+              {(128, 256, 8, 3): 1.0, (128, 128, 8, 4): 0.7, (128, 128, 4, 4): 0.8, (64, 128, 4, 4): 0.55})
 
 
 @functools.lru_cache(maxsize=None)
 def choose_tile(m: int, n: int, tile: tuple[int, ...], programs: int) -> tuple[int, ...]:
-    """``tile`` (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), or the same with a smaller TILE_SPEED
-    shape where that finishes sooner. The programs walk the tiles in rounds, so a call costs its
-    rounds times a tile's work over its speed: a GEMM with whole rounds of ``tile`` keeps it (a
-    smaller tile only runs slower), one with fewer tiles than programs takes a smaller tile if
-    that fills more SMs (Wan-5B's text K/V, 512 x 3072 x 3072: 48 tiles of 128 x 256 for 132 SMs,
-    96 of 128 x 128, 1.6x faster on the H100)."""
-    main = tuple(tile[:2])
+    """``tile`` (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages), or a smaller TILE_SPEED tile where that
+    finishes sooner. The programs walk the tiles in rounds, so a call costs its rounds times a
+    tile's work over its speed: a GEMM with whole rounds of ``tile`` keeps it (a smaller tile only
+    runs slower), one with fewer tiles than programs takes a smaller tile if that fills more SMs
+    and the model says it saves at least 15% (Wan-5B's text K/V, 512 x 3072 x 3072: 48 tiles of 128 x 256 for 132 SMs, 96 of 128 x 128,
+    1.8x faster on the H100)."""
+    bm, bn, bk, warps, stages = tile
 
-    def cost(shape):
-        rounds = triton.cdiv(triton.cdiv(m, shape[0]) * triton.cdiv(n, shape[1]), programs)
-        return rounds * shape[0] * shape[1] / TILE_SPEED.get(shape, 1.0)
+    def cost(t):
+        rounds = triton.cdiv(triton.cdiv(m, t[0]) * triton.cdiv(n, t[1]), programs)
+        return rounds * t[0] * t[1] / TILE_SPEED.get(t, 1.0)
 
-    smaller = [s for s in TILE_SPEED if s[0] * s[1] < main[0] * main[1]]
-    return (*min([main, *smaller], key=cost), *tile[2:])  # the first of equal costs: ``tile``
+    main = (bm, bn, warps, stages)
+    best = min([t for t in TILE_SPEED if t[0] * t[1] < bm * bn] or [main], key=cost)
+    if cost(best) > 0.85 * cost(main):  # the speeds are estimates: a smaller tile must win clearly
+        best = main
+    return best[0], best[1], bk, best[2], best[3]
 
 
 def dense_tma_gemm(a16, w16, a_gs, w_gs, bias, gate, gs, res, rs, t_rows, out, amax, q, flags, tile=None,
