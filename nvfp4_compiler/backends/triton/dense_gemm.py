@@ -173,8 +173,8 @@ def choose_tile(m: int, n: int, tile: tuple[int, ...], programs: int) -> tuple[i
     finishes sooner. The programs walk the tiles in rounds, so a call costs its rounds times a
     tile's work over its speed: a GEMM with whole rounds of ``tile`` keeps it (a smaller tile only
     runs slower), one with fewer tiles than programs takes a smaller tile if that fills more SMs
-    and the model says it saves at least 15% (Wan-5B's text K/V, 512 x 3072 x 3072: 48 tiles of 128 x 256 for 132 SMs, 96 of 128 x 128,
-    1.8x faster on the H100)."""
+    and the model says it saves at least 15% (Wan-5B's text K/V, 512 x 3072 x 3072: 48 tiles of
+    128 x 256 for 132 SMs, 96 of 128 x 128, 1.8x faster on the H100)."""
     bm, bn, bk, warps, stages = tile
 
     def cost(t):
