@@ -11,8 +11,8 @@ change to any of its modules can be timed against the commit before it:
 
 (``.baseline`` is git-ignored; the device tool carries it with ``carry``.) Rows: every GEMM of a
 Wan-1.3B and a Wan-5B block at M = 16, 64 and the full chunk (``--small-only`` / ``--full-only``:
-one or the other, as bench_gemm.py), then the per-tensor amax kernel at two activation shapes. Outputs and amax of the two
-variants are compared bit for bit.
+one or the other, as bench_gemm.py), then the per-tensor amax kernel at two activation shapes.
+Outputs and amax of the two variants are compared bit for bit.
 """
 
 from __future__ import annotations

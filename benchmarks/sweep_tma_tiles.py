@@ -32,13 +32,30 @@ SHAPES = [("wan-1.3b text k/v", 512, 1536, 1536), ("wan-5b text k/v", 512, 3072,
           ("wan-5b attn", 7040, 3072, 3072)]
 
 
-#: Extra (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) tiles to time (``--extra``).
+#: Extra (BLOCK_M, BLOCK_N, warps, stages) tiles to time (``--extra``).
 EXTRA_TILES: list[tuple[int, ...]] = []
 
 
-def _name(tile) -> str:
-    """BLOCK_M x BLOCK_N x warps x stages"""
-    return "x".join(map(str, (tile[0], tile[1], tile[3], tile[4])))
+def _label(tile) -> str:
+    """BLOCK_M x BLOCK_N x warps x stages of a (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) tile."""
+    return "x".join(map(str, (*tile[:2], *tile[3:])))
+
+
+def _tiles() -> dict:
+    """name -> (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages) of every tile timed: TILE_SPEED's, then
+    the extra ones."""
+    from nvfp4_compiler.backends.triton import dense_gemm as d
+
+    full = [(t[0], t[1], d.TMA_TILE[2], t[2], t[3]) for t in [*d.TILE_SPEED, *EXTRA_TILES]]
+    return {_label(t): t for t in full}
+
+
+def _short_of_one_wave(m: int, n: int) -> bool:
+    """Fewer TMA_TILE tiles than SMs: the shapes choose_tile may give a smaller tile."""
+    from nvfp4_compiler.backends.triton import dense_gemm as d
+
+    tiles = -(-m // d.TMA_TILE[0]) * -(-n // d.TMA_TILE[1])
+    return tiles < d._num_sms(torch.device("cuda"))
 
 
 def _row(m: int, k: int, n: int) -> dict:
@@ -52,9 +69,7 @@ def _row(m: int, k: int, n: int) -> dict:
     flags = dict(ACT=0, HAS_BIAS=True, HAS_GATE=False, HAS_RES=False, WANT_AMAX=True, QUANT_OUT=False)
     a_gs, w_gs = c.xq.global_scale.reshape(1), c.wq.global_scale.reshape(1)
     out, amax = torch.empty(m, n, device="cuda", dtype=torch.bfloat16), torch.zeros(1, device="cuda")
-    tiles = [(bm, bn, d.TMA_TILE[2], warps, stages) for bm, bn, warps, stages in d.TILE_SPEED] + EXTRA_TILES
-    variants = {_name(t): t for t in tiles}
-    variants["auto"] = None
+    variants = {**_tiles(), "auto": None}
 
     def launch(tile):
         return lambda _: d.dense_tma_gemm(a16, w16, a_gs, w_gs, c.bias, none_v, none_s, none_v, none_s, m, out, amax,
@@ -75,9 +90,8 @@ def _row(m: int, k: int, n: int) -> dict:
 def run(json_path: str | None = None, shapes=SHAPES) -> dict:
     from nvfp4_compiler.backends.triton import dense_gemm as d
 
-    names = list(dict.fromkeys(_name((bm, bn, 64, w, st)) for bm, bn, w, st in d.TILE_SPEED))
-    names += [n for n in map(_name, EXTRA_TILES) if n not in names]
-    main = _name(d.TMA_TILE)
+    names = list(_tiles())
+    main = _label(d.TMA_TILE)
     results, rows = [], []
     for label, m, k, n in shapes:
         r = _row(m, k, n)
@@ -85,7 +99,7 @@ def run(json_path: str | None = None, shapes=SHAPES) -> dict:
         results.append(r)
         t = r["ms"]
         rows.append([label, f"{m}x{k}x{n}", t["cublas_fp16_decoded"] * 1e3, *[t[v] * 1e3 for v in names],
-                     _name(r["auto_tile"]), t["auto"] * 1e3, t[main] / t["auto"],
+                     _label(r["auto_tile"]), t["auto"] * 1e3, t[main] / t["auto"],
                      max(r["max_abs_diff_vs_main_tile"].values())])
         print(rows[-1], flush=True)  # as it goes: a run cut off by a time limit still shows its rows
         torch.cuda.empty_cache()
@@ -98,9 +112,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default=None)
     parser.add_argument("--extra", nargs="*", default=[], help="more tiles to time, BLOCK_MxBLOCK_NxWARPSxSTAGES")
-    parser.add_argument("--few-tiles-only", action="store_true", help="only the shapes short of one wave")
+    parser.add_argument("--few-tiles-only", action="store_true",
+                        help="only the shapes with fewer 128 x 256 tiles than SMs")
     args = parser.parse_args()
-    for spec in args.extra:
-        bm, bn, warps, stages = (int(v) for v in spec.split("x"))
-        EXTRA_TILES.append((bm, bn, 64, warps, stages))
-    run(args.json, SHAPES[:6] if args.few_tiles_only else SHAPES)
+    EXTRA_TILES += [tuple(int(v) for v in spec.split("x")) for spec in args.extra]
+    run(args.json, [s for s in SHAPES if _short_of_one_wave(s[1], s[3])] if args.few_tiles_only else SHAPES)
