@@ -33,6 +33,7 @@ VARIANTS = {
     "no_sr": {"stochastic_gradients": False},
     "no_rht": {"rht_wgrad": False},
     "weights_1x16": {"weight_tiles_2d": False},
+    "four_over_six": {"four_over_six": True},
     "bf16_cross_attn": {"keep_bf16": "*cross_attn.*"},
     "bf16_self_qkv": {"keep_bf16": "*self_attn.to_q,*self_attn.to_k,*self_attn.to_v"},
     "bf16_self_out": {"keep_bf16": "*self_attn.to_out"},

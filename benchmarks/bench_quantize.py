@@ -5,7 +5,10 @@ extra read of the amax pass). Target (issue): >= 90% of copy bandwidth. Two copy
 1 GiB copy's bandwidth (the GPU's best), and, per row, a copy moving the same bytes as the
 quantization, timed the same way (CUDA graph), whose launch and tail costs match the row's.
 
-    python benchmarks/bench_quantize.py [--json out.json] [--graph-only]
+    python benchmarks/bench_quantize.py [--json out.json] [--graph-only] [--four-over-six]
+
+``--four-over-six`` adds the Four Over Six kernel (both candidate scales per block), amax given,
+in CUDA graphs, as a ratio to the spec's kernel in the same run.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import WORKLOADS, bench_graph_ms, bench_ms, copy_bandwidth_gbs, environment, print_table, rotations_for, write_json  # noqa: E402
 
 
-def run(json_path: str | None = None, graph_only: bool = False) -> dict:
+def run(json_path: str | None = None, graph_only: bool = False, four_over_six: bool = False) -> dict:
     from nvfp4_compiler.backends.triton.quantize import quantize
 
     copy_gbs = copy_bandwidth_gbs()
@@ -54,10 +57,15 @@ def run(json_path: str | None = None, graph_only: bool = False) -> dict:
                          given_graph * 1e3, row["ratio_to_copy_given_graph"], same_bytes_copy * 1e3,
                          row["ratio_to_same_bytes_copy_graph"],
                          dynamic * 1e3, bw_dynamic, row["ratio_to_copy_dynamic"]])
+            if four_over_six:
+                row["ms_four_over_six_graph"] = bench_graph_ms(
+                    lambda i: quantize(xs[i], amaxes[i], four_over_six=True), n_rot, replays=5)
+                row["four_over_six_time_ratio"] = row["ms_four_over_six_graph"] / given_graph
+                rows[-1] += [row["ms_four_over_six_graph"] * 1e3, row["four_over_six_time_ratio"]]
     print_table(f"NVFP4 quantize (bf16 in), copy bandwidth {copy_gbs:.0f} GB/s",
                 ["model", "M x K", "us (amax given)", "GB/s", "x copy", "us (given, graph)", "x copy (graph)",
-                 "us (same-bytes copy, graph)", "x same-bytes copy",
-                 "us (dynamic)", "GB/s", "x copy"], rows)
+                 "us (same-bytes copy, graph)", "x same-bytes copy", "us (dynamic)", "GB/s", "x copy"]
+                + (["us 4/6 (given, graph)", "4/6 time / spec's"] if four_over_six else []), rows)
     payload = {"environment": environment(), "copy_gbs": copy_gbs, "results": results}
     write_json(json_path, payload)
     return payload
@@ -68,5 +76,7 @@ if __name__ == "__main__":
     parser.add_argument("--json", default=None, help="write results here")
     parser.add_argument("--graph-only", action="store_true",
                         help="only the CUDA-graph columns (amax given), for comparing kernel variants quickly")
+    parser.add_argument("--four-over-six", action="store_true",
+                        help="also time the Four Over Six kernel (amax given, graph) beside the spec's")
     args = parser.parse_args()
-    run(args.json, args.graph_only)
+    run(args.json, args.graph_only, args.four_over_six)

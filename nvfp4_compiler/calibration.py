@@ -41,7 +41,7 @@ class AmaxObserver(fx.Interpreter):
         buffer = self.fetch_attr(amax_node.target)
         observed = x.detach().abs().amax().float()
         buffer.copy_(observed if torch.isnan(buffer) else torch.maximum(buffer, observed))
-        return ops.QUANTIZE(x, None, tile_rows, args[-1])
+        return ops.QUANTIZE(x, None, tile_rows, args[-1], **node.kwargs)
 
 
 def run_observing(gm: fx.GraphModule, args) -> object:

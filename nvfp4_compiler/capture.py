@@ -42,7 +42,7 @@ class NVFP4Backend:
         self.num_blocks = config.count_blocks(name for name, _ in model.named_modules())
         self.graphs: list[CapturedGraph] = []
         self.calibrating = False  # set by nvfp4.calibrate: run graphs through the amax observer
-        self.weight_cache = WeightCache()  # shared by all graphs: each parameter quantized once
+        self.weight_cache = WeightCache(config.four_over_six)  # shared by all graphs: each parameter quantized once
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list) -> object:
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]

@@ -43,6 +43,12 @@ class Config:
         weight_tiles_2d, rht_wgrad, stochastic_gradients: the recipe's switches (16x16 weight
             tiles; random Hadamard transform on the wgrad operands; stochastic rounding of
             gradients), all on by default as in NVIDIA's recipe.
+        four_over_six: choose each block's E4M3 scale by Four Over Six (the block max mapped to 4
+            or to 6, whichever reconstructs the block better; ``nvfp4_compiler.format.four_over_six``)
+            for every operand rounded to nearest: inference weights and activations, and in training
+            all but the stochastically rounded gradients. Same format and kernels downstream; off by
+            default (NVIDIA's recipe maps to 6). Activation quantization then stays a separate
+            kernel instead of a GEMM's quantizing epilogue.
         recompute_activations: in training graphs, fold an activation that follows a linear
             (GELU, SiLU, ReLU) into it and recompute its input in backward from the NVFP4 operands
             (one more forward GEMM) instead of saving it: the FFN's wide hidden tensor is not kept.
@@ -75,6 +81,7 @@ class Config:
     weight_tiles_2d: bool = True
     rht_wgrad: bool = True
     stochastic_gradients: bool = True
+    four_over_six: bool = False
     recompute_activations: bool = True
     kv_cache: bool = True
     kv_page_size: int = 64
@@ -117,7 +124,8 @@ class Config:
         from .training import Recipe
 
         kernels = self.backend if self.backend in ("reference", "triton") else "auto"
-        return Recipe(self.weight_tiles_2d, self.rht_wgrad, self.stochastic_gradients, kernels=kernels)
+        return Recipe(self.weight_tiles_2d, self.rht_wgrad, self.stochastic_gradients,
+                      four_over_six=self.four_over_six, kernels=kernels)
 
     def count_blocks(self, module_names) -> int:
         """Number of transformer blocks among ``module_names`` (highest block index + 1)."""

@@ -19,13 +19,16 @@ from .backends import get_backend
 
 
 @torch.library.custom_op("nvfp4::quantize", mutates_args=())
-def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """NVFP4-quantize ``x`` along its last dim; ``amax`` is a static/producer-given per-tensor amax or None."""
-    return get_backend(backend).quantize_op(x, amax, tile_rows)
+def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, backend: str,
+             four_over_six: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NVFP4-quantize ``x`` along its last dim; ``amax`` is a static/producer-given per-tensor amax or None.
+    ``four_over_six`` (a keyword in graphs, so ``backend`` stays the last argument) chooses the
+    block scales by Four Over Six."""
+    return get_backend(backend).quantize_op(x, amax, tile_rows, four_over_six=four_over_six)
 
 
 @quantize.register_fake
-def _(x, amax, tile_rows, backend):
+def _(x, amax, tile_rows, backend, four_over_six=False):
     kp = (x.shape[-1] + 15) // 16 * 16
     data = x.new_empty((*x.shape[:-1], kp // 2), dtype=torch.uint8)
     scale = x.new_empty((*x.shape[:-1], kp // 16), dtype=torch.float8_e4m3fn)

@@ -23,10 +23,12 @@ from .passes.base import CompileContext, GemmSite
 
 
 class WeightCache:
-    """NVFP4 copies of parameters, keyed by the parameter object and its version counter."""
+    """NVFP4 copies of parameters, keyed by the parameter object and its version counter;
+    ``four_over_six`` chooses their block scales by Four Over Six (``Config.four_over_six``)."""
 
-    def __init__(self):
+    def __init__(self, four_over_six: bool = False):
         self._entries: dict[int, tuple[weakref.ref, int, NVFP4Tensor]] = {}
+        self.four_over_six = four_over_six
 
     def get(self, weight: torch.Tensor) -> NVFP4Tensor:
         entry = self._entries.get(id(weight))
@@ -34,7 +36,7 @@ class WeightCache:
             ref, version, q = entry
             if ref() is weight and version == weight._version:
                 return q
-        q = quantize(weight.detach(), block=(1, 16))
+        q = quantize(weight.detach(), block=(1, 16), four_over_six=self.four_over_six)
         self.put(weight, q)
         return q
 

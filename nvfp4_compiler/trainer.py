@@ -46,6 +46,7 @@ class TrainConfig:
     weight_tiles_2d: bool = True
     rht_wgrad: bool = True
     stochastic_gradients: bool = True
+    four_over_six: bool = False  # Four Over Six block scales (not in NVIDIA's recipe; Config.four_over_six)
     device: str = "cpu"
     arms: str = "nvfp4,bf16"   # which arms to train; one per process lets two share a GPU
     cuda_graphs: bool = False  # replay each step as CUDA graphs (both arms; needs device "cuda")
@@ -67,7 +68,8 @@ class TrainConfig:
         extra = tuple(g.strip() for g in self.keep_bf16.split(",") if g.strip())
         return dict(exclude=RECIPE_BF16_MODULES + extra, keep_last_blocks_bf16=self.keep_last_blocks,
                     weight_tiles_2d=self.weight_tiles_2d, rht_wgrad=self.rht_wgrad,
-                    stochastic_gradients=self.stochastic_gradients, cuda_graphs=self.cuda_graphs)
+                    stochastic_gradients=self.stochastic_gradients, four_over_six=self.four_over_six,
+                    cuda_graphs=self.cuda_graphs)
 
     def model_config(self):
         return get_config("tiny", dim=self.dim, ffn_dim=4 * self.dim, num_heads=self.heads,

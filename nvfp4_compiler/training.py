@@ -37,6 +37,7 @@ class Recipe:
     weight_tiles_2d: bool = True     # 16x16 weight blocks, so W and W^T share values
     rht_wgrad: bool = True           # random Hadamard transform on both wgrad operands
     stochastic_gradients: bool = True  # stochastic rounding of dy (dgrad and wgrad)
+    four_over_six: bool = False      # Four Over Six block scales on the fprop operands (x, W; so W^T too)
     quantize: bool = True            # False: plain high-precision GEMMs (checks the plumbing)
     kernels: str = "auto"            # "auto": Triton on CUDA GPUs (sm_80+), else the reference
 
@@ -65,9 +66,11 @@ def _seed(device: torch.device) -> torch.Tensor:
     return torch.randint(0, 2**62, (1,), device=device)
 
 
-def _quantize(backend, t: torch.Tensor, block=(1, 16), rht=False, stochastic=False) -> NVFP4Tensor:
+def _quantize(backend, t: torch.Tensor, block=(1, 16), rht=False, stochastic=False,
+              four_over_six=False) -> NVFP4Tensor:
     """One GEMM operand (the same bits on every backend)."""
-    data, scale, s_dec = backend.quantize_op(t, None, block[0], rht=rht, seed=_seed(t.device) if stochastic else None)
+    data, scale, s_dec = backend.quantize_op(t, None, block[0], rht=rht, seed=_seed(t.device) if stochastic else None,
+                                             four_over_six=four_over_six)
     return NVFP4Tensor(data, scale, s_dec.reshape(()), t.shape, tuple(block), rht)
 
 
@@ -79,7 +82,8 @@ def _quantize_along_tokens(backend, t: torch.Tensor, recipe: Recipe, stochastic:
 
 def weight_for_fprop(backend, weight: torch.Tensor, recipe: Recipe) -> NVFP4Tensor:
     """W quantized along K, for fprop (16x16 tiles or 1x16 blocks, as the recipe says)."""
-    return _quantize(backend, weight, (16, 16) if recipe.weight_tiles_2d else (1, 16))
+    return _quantize(backend, weight, (16, 16) if recipe.weight_tiles_2d else (1, 16),
+                     four_over_six=recipe.four_over_six)
 
 
 def weight_for_dgrad(backend, weight: torch.Tensor, recipe: Recipe, wq: NVFP4Tensor | None = None) -> NVFP4Tensor:
@@ -87,7 +91,7 @@ def weight_for_dgrad(backend, weight: torch.Tensor, recipe: Recipe, wq: NVFP4Ten
     (from ``wq`` when the caller has it); 1x16 blocks quantize W^T on its own."""
     if recipe.weight_tiles_2d:
         return (wq if wq is not None else weight_for_fprop(backend, weight, recipe)).transpose_tiles()
-    return _quantize(backend, weight.T.contiguous())
+    return _quantize(backend, weight.T.contiguous(), four_over_six=recipe.four_over_six)
 
 
 def _weight_operands(backend, weight: torch.Tensor, recipe: Recipe) -> tuple[NVFP4Tensor, NVFP4Tensor]:
@@ -108,7 +112,7 @@ def fprop(backend, x2: torch.Tensor, wq: NVFP4Tensor, bias: torch.Tensor | None,
           recipe: Recipe) -> tuple[torch.Tensor, NVFP4Tensor, NVFP4Tensor]:
     """(y [M, N], x in NVFP4, x^T in NVFP4): the forward GEMM, its activation operand (what a
     recompute of y needs) and the wgrad operand backward keeps instead of x."""
-    xq = _quantize(backend, x2)
+    xq = _quantize(backend, x2, four_over_six=recipe.four_over_six)
     y = _gemm_nt(backend, xq, wq, x2.dtype, bias)
     return y, xq, _quantize_along_tokens(backend, x2, recipe, stochastic=False)
 

@@ -41,8 +41,9 @@ def activation_backward(dz: torch.Tensor, y: torch.Tensor, activation: str) -> t
     return torch.ops.aten.threshold_backward(dz, F.relu(y), 0)
 
 
-def _recipe(weight_tiles_2d: bool, rht_wgrad: bool, stochastic_gradients: bool, kernels: str) -> Recipe:
-    return Recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, kernels=kernels)
+def _recipe(weight_tiles_2d: bool, rht_wgrad: bool, stochastic_gradients: bool, four_over_six: bool,
+            kernels: str) -> Recipe:
+    return Recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, four_over_six=four_over_six, kernels=kernels)
 
 
 def _nothing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,11 +53,11 @@ def _nothing(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 @torch.library.custom_op("nvfp4::linear_train", mutates_args=())
 def linear_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str,
-                 weight_tiles_2d: bool, rht_wgrad: bool, stochastic_gradients: bool, kernels: str,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                 weight_tiles_2d: bool, rht_wgrad: bool, stochastic_gradients: bool, four_over_six: bool,
+                 kernels: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                             torch.Tensor]:
     """``activation(x W^T + b)`` with the NVFP4 recipe, plus the NVFP4 operands backward keeps."""
-    recipe = _recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, kernels)
+    recipe = _recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, four_over_six, kernels)
     x2 = x.reshape(-1, x.shape[-1])
     backend = recipe.backend(x2)
     y, xq, xt = fprop(backend, x2, weight_for_fprop(backend, weight, recipe), bias, recipe)
@@ -66,7 +67,7 @@ def linear_train(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 @linear_train.register_fake
-def _(x, weight, bias, activation, weight_tiles_2d, rht_wgrad, stochastic_gradients, kernels):
+def _(x, weight, bias, activation, weight_tiles_2d, rht_wgrad, stochastic_gradients, four_over_six, kernels):
     k, rows = x.shape[-1], x.numel() // max(x.shape[-1], 1)
     padded_rows = -(-rows // 16) * 16
     kp = -(-k // 16) * 16
@@ -82,9 +83,9 @@ def linear_train_backward(dz: torch.Tensor, xt_data: torch.Tensor, xt_scale: tor
                           xt_global_scale: torch.Tensor, xq_data: torch.Tensor, xq_scale: torch.Tensor,
                           xq_global_scale: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                           activation: str, weight_tiles_2d: bool, rht_wgrad: bool, stochastic_gradients: bool,
-                          kernels: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                          four_over_six: bool, kernels: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dW, db) of :func:`linear_train`; db is empty when the layer has no bias."""
-    recipe = _recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, kernels)
+    recipe = _recipe(weight_tiles_2d, rht_wgrad, stochastic_gradients, four_over_six, kernels)
     n, k = weight.shape
     dz2 = dz.reshape(-1, n)
     backend = recipe.backend(dz2)
@@ -102,7 +103,7 @@ def linear_train_backward(dz: torch.Tensor, xt_data: torch.Tensor, xt_scale: tor
 
 @linear_train_backward.register_fake
 def _(dz, xt_data, xt_scale, xt_global_scale, xq_data, xq_scale, xq_global_scale, weight, bias, activation,
-      weight_tiles_2d, rht_wgrad, stochastic_gradients, kernels):
+      weight_tiles_2d, rht_wgrad, stochastic_gradients, four_over_six, kernels):
     return (dz.new_empty((*dz.shape[:-1], weight.shape[1])), torch.empty_like(weight),
             dz.new_empty((weight.shape[0] if bias is not None else 0,)))
 
@@ -118,7 +119,7 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, dz, *_unused):
     *operands, weight, bias = ctx.saved_tensors
     dx, dw, db = linear_train_backward(dz.contiguous(), *operands, weight, bias, ctx.activation, *ctx.switches)
-    return dx, dw, db if bias is not None else None, None, None, None, None, None
+    return dx, dw, db if bias is not None else None, None, None, None, None, None, None
 
 
 linear_train.register_autograd(_backward, setup_context=_setup_context)

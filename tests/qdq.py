@@ -11,13 +11,13 @@ import nvfp4_compiler as nvfp4
 
 
 class QDQLinear(nn.Module):
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, four_over_six: bool = False):
         super().__init__()
-        self.weight, self.bias = linear.weight, linear.bias
+        self.weight, self.bias, self.four_over_six = linear.weight, linear.bias, four_over_six
 
     def forward(self, x):
-        x_hat = nvfp4.quantize(x).dequantize(x.dtype)
-        w_hat = nvfp4.quantize(self.weight).dequantize(self.weight.dtype)
+        x_hat = nvfp4.quantize(x, four_over_six=self.four_over_six).dequantize(x.dtype)
+        w_hat = nvfp4.quantize(self.weight, four_over_six=self.four_over_six).dequantize(self.weight.dtype)
         return F.linear(x_hat, w_hat, self.bias)
 
 
@@ -26,13 +26,14 @@ def linear_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
-def qdq_twin(model: nn.Module, quantized_names) -> nn.Module:
-    """A deep copy of ``model`` with the named linears replaced by QDQLinear."""
+def qdq_twin(model: nn.Module, quantized_names, four_over_six: bool = False) -> nn.Module:
+    """A deep copy of ``model`` with the named linears replaced by QDQLinear (Four Over Six block
+    scales with ``four_over_six``)."""
     twin = copy.deepcopy(model)
     for name in quantized_names:
         parent_name, _, child = name.rpartition(".")
         parent = twin.get_submodule(parent_name) if parent_name else twin
-        setattr(parent, child, QDQLinear(getattr(parent, child)))
+        setattr(parent, child, QDQLinear(getattr(parent, child), four_over_six))
     return twin
 
 

@@ -32,6 +32,17 @@ def test_compiled_tiny_equals_qdq_twin():
 
 
 @torch.no_grad()
+def test_four_over_six_compiles_to_its_qdq_twin():
+    """Config.four_over_six reaches the activation quantize ops and the weight cache: the compiled
+    model equals the QDQ twin with Four Over Six scales, and not the one with the spec's."""
+    model, inputs = _tiny()
+    out = nvfp4.compile(model, four_over_six=True)(*inputs)
+    names = linear_names(model)
+    assert rel_err(out, qdq_twin(model, names, four_over_six=True)(*inputs)) < FP32_TOL
+    assert rel_err(out, qdq_twin(model, names)(*inputs)) > 10 * FP32_TOL
+
+
+@torch.no_grad()
 def test_unfused_pipeline_gives_the_same_function():
     model, inputs = _tiny()
     fused = nvfp4.compile(model)(*inputs)
@@ -248,6 +259,20 @@ def test_static_scales_let_the_producing_gemm_write_the_next_operand():
     graph_ops = [n.target for g in fused.backend.graphs for n in g.graph_module.graph.nodes]
     fused_sites = sum("NVFP4 output (static scale)" in g.epilogue for g in report.gemms)
     assert graph_ops.count(ops.GEMM_QUANTIZE) == fused_sites >= 2
+
+
+@torch.no_grad()
+def test_four_over_six_with_static_scales_keeps_its_own_quantize():
+    """The GEMMs' quantizing epilogues use the spec's block scales only, so with Four Over Six the
+    activation quantize stays a separate op; calibrated on the one input it then sees, the model
+    equals the Four Over Six QDQ twin."""
+    model, inputs = _tiny()
+    compiled = nvfp4.compile(model, activation_scales="static", four_over_six=True)
+    nvfp4.calibrate(compiled, [inputs], progress=False)
+    out = compiled(*inputs)
+    graph_ops = [n.target for g in compiled.backend.graphs for n in g.graph_module.graph.nodes]
+    assert ops.GEMM_QUANTIZE not in graph_ops and ops.QUANTIZE in graph_ops
+    assert rel_err(out, qdq_twin(model, linear_names(model), four_over_six=True)(*inputs)) < FP32_TOL
 
 
 @torch.no_grad()

@@ -29,18 +29,20 @@ def _pad(t):
 
 
 @pytest.mark.parametrize("kernels", ["reference", "triton"])
-@pytest.mark.parametrize("m,k,n", [(40, 48, 32), (24, 40, 48)] + ([(4680, 1536, 1536)] if DEVICE.type == "cuda" else []))
-def test_fprop_dgrad_wgrad_equal_the_recipe_by_hand(kernels, m, k, n):
-    """Both kernel sets (Triton under the interpreter on CPU) against the spec's formulas."""
+@pytest.mark.parametrize("m,k,n,four_over_six", [(40, 48, 32, False), (24, 40, 48, False), (40, 48, 32, True)]
+                         + ([(4680, 1536, 1536, False), (4680, 1536, 1536, True)] if DEVICE.type == "cuda" else []))
+def test_fprop_dgrad_wgrad_equal_the_recipe_by_hand(kernels, m, k, n, four_over_six):
+    """Both kernel sets (Triton under the interpreter on CPU) against the spec's formulas; with
+    Four Over Six on the fprop operands (x and W, so W^T in dgrad too), not on x^T or dy."""
     x, w, b, dy = _operands(m, k, n)
     torch.manual_seed(123)
-    y = nvfp4_linear(x, w, b, Recipe(kernels=kernels))
+    y = nvfp4_linear(x, w, b, Recipe(kernels=kernels, four_over_six=four_over_six))
     y.backward(dy)
 
     # The same recipe, step by step, with the same stochastic-rounding seeds (drawn in the same order).
     torch.manual_seed(123)
-    wq = nvfp4.quantize(w.detach(), block=(16, 16))
-    y_ref = nvfp4.quantize(x.detach()).dequantize() @ wq.dequantize().T + b.detach()
+    wq = nvfp4.quantize(w.detach(), block=(16, 16), four_over_six=four_over_six)
+    y_ref = nvfp4.quantize(x.detach(), four_over_six=four_over_six).dequantize() @ wq.dequantize().T + b.detach()
     xt = nvfp4.quantize(_pad(x.detach()).T.contiguous(), rht=True)
     seed_dgrad = int(torch.randint(0, 2**62, (1,), device=DEVICE).item())  # from the operands' device
     dx_ref = nvfp4.quantize(dy, stochastic=True, seed=seed_dgrad).dequantize() @ wq.dequantize()[:, :k]

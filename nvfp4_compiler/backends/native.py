@@ -78,8 +78,8 @@ def gemm_quantize_op(a_data, a_scale, a_global, w_data, w_scale, w_global, bias,
     return quantize_op(out, next_amax, 1)
 
 
-def quantize_op(x, amax, tile_rows, *, rht: bool = False, seed=None):
-    return _triton().quantize_op(x, amax, tile_rows, rht=rht, seed=seed)
+def quantize_op(x, amax, tile_rows, *, rht: bool = False, seed=None, four_over_six: bool = False):
+    return _triton().quantize_op(x, amax, tile_rows, rht=rht, seed=seed, four_over_six=four_over_six)
 
 
 dequantize_op = reference.dequantize_op

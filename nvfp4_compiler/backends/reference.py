@@ -30,15 +30,17 @@ ACTIVATIONS = {
 
 
 def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, *, rht: bool = False,
-                seed: int | torch.Tensor | None = None):
+                seed: int | torch.Tensor | None = None, four_over_six: bool = False):
     """(data, scale, global_scale) of ``x`` quantized with 1x16 (tile_rows=1) or 16x16 blocks;
-    ``rht`` transforms along K first, a ``seed`` rounds stochastically (the training operands)."""
+    ``rht`` transforms along K first, a ``seed`` rounds stochastically (the training operands),
+    ``four_over_six`` chooses each block's scale by Four Over Six."""
     block = BLOCK_2D if tile_rows == 16 else (1, 16)
     if amax is not None and bool(torch.isnan(amax)):
         raise ValueError(UNCALIBRATED)
     if isinstance(seed, torch.Tensor):  # drawn on the device (see training._seed)
         seed = int(seed.item())
-    q = quantize(x, block=block, amax=amax, rht=rht, stochastic=seed is not None, seed=seed, nan="propagate")
+    q = quantize(x, block=block, amax=amax, rht=rht, stochastic=seed is not None, seed=seed, nan="propagate",
+                 four_over_six=four_over_six)
     return q.data, q.scale, q.global_scale
 
 

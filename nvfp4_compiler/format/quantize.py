@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .e2m1 import E2M1_MAX, e2m1_encode, e2m1_encode_stochastic, pack_nibbles
+from .four_over_six import encode_four_over_six
 from .hadamard import rht as apply_rht
 from .scales import block_decode_scales, decode_scale, element_encode_multiplier, encode_scale_from_amax
 from .tensor import BLOCK_1D, BLOCK_2D, BLOCK_SIZE, SUPPORTED_BLOCKS, NVFP4Tensor, padded_k
@@ -114,6 +115,7 @@ def quantize(
     rht: bool = False,
     *,
     nan: str = "raise",
+    four_over_six: bool = False,
 ) -> NVFP4Tensor:
     """Quantize a float tensor to NVFP4 (E2M1 values, E4M3 block scales, FP32 tensor scale).
 
@@ -136,11 +138,17 @@ def quantize(
         nan: ``"raise"`` (default) rejects NaN with a ValueError; ``"propagate"``
             gives every block that holds a NaN a NaN scale, so its 16 values
             dequantize to NaN. ±Inf always saturates to ±6 x the block scale.
+        four_over_six: choose each block's scale by Four Over Six (its max mapped to 4 or to
+            6, whichever reconstructs it better; ``format.four_over_six``) instead of always
+            6. The same format: only the chosen scales differ. Not with ``stochastic``.
 
     Returns:
         An :class:`NVFP4Tensor` with the logical shape of ``x``.
     """
     _check_input(x, block, nan)
+    if four_over_six and stochastic:
+        raise ValueError("four_over_six: chooses scales by reconstruction error, which stochastic rounding "
+                         "makes random; use it with stochastic=False")
     block = tuple(block)
     if x.numel() == 0:
         return _empty(x, block, rht)
@@ -156,18 +164,22 @@ def quantize(
         xf = apply_rht(xf)
 
     s_enc = encode_scale_from_amax(_resolve_amax(xf, amax))
-    data, b, s_dec = _encode_blocks(xf, s_enc, block, stochastic, seed)
+    data, b, s_dec = _encode_blocks(xf, s_enc, block, stochastic, seed, four_over_six)
     if nan == "propagate" and bool(has_nan.any()):
         b = _poison_nan_blocks(b, xf.reshape(*xf.shape[:-1], kp // BLOCK_SIZE, BLOCK_SIZE))
     return NVFP4Tensor(data, b, s_dec, x.shape, block, rht)
 
 
 def _encode_blocks(xf: torch.Tensor, s_enc: torch.Tensor, block: tuple[int, int], stochastic: bool = False,
-                   seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   seed: int | None = None, four_over_six: bool = False,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(packed E2M1, E4M3 block scales, S_dec) of fp32 ``xf`` (last dim a multiple of 16) under
     encode scale ``s_enc``: 0-d, or one per leading slice (broadcastable against the block scales)."""
     s_dec = decode_scale(s_enc)
     blocks = xf.reshape(*xf.shape[:-1], xf.shape[-1] // BLOCK_SIZE, BLOCK_SIZE)
+    if four_over_six:
+        codes, b = encode_four_over_six(blocks, _block_amax(blocks, block), s_enc, s_dec, tuple(block) == BLOCK_2D)
+        return pack_nibbles(codes.flatten(-2)), b, s_dec
     b = block_decode_scales(_block_amax(blocks, block), s_enc)
     e = element_encode_multiplier(b, s_dec)
     scaled = torch.clamp(blocks * e.unsqueeze(-1), -E2M1_MAX, E2M1_MAX)

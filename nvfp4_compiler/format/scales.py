@@ -37,9 +37,11 @@ def decode_scale(s_enc: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(s_enc) / s_enc
 
 
-def block_decode_scales(block_amax: torch.Tensor, s_enc: torch.Tensor) -> torch.Tensor:
-    """E4M3 block decode scales ``b = e4m3(clamp(block_amax * (S_enc * r6)))``."""
-    factor = s_enc * RECIPROCAL_6.to(s_enc.device)
+def block_decode_scales(block_amax: torch.Tensor, s_enc: torch.Tensor,
+                        reciprocal: torch.Tensor = RECIPROCAL_6) -> torch.Tensor:
+    """E4M3 block decode scales ``b = e4m3(clamp(block_amax * (S_enc * r6)))``; another fp32
+    ``reciprocal`` maps the block max to 1 / reciprocal instead of 6 (Four Over Six's 0.25)."""
+    factor = s_enc * reciprocal.to(s_enc.device)
     b = block_amax.to(torch.float32) * factor
     b = torch.clamp(torch.clamp(b, max=FLT_MAX), -E4M3_MAX, E4M3_MAX)
     return b.to(torch.float8_e4m3fn)

@@ -109,7 +109,8 @@ def quantize_gemms(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
                 amax = None
                 if ctx.config.activation_scales == "static":
                     amax = graph.get_attr(_static_amax_buffer(gm, len(quantized_inputs), xv.device))
-                q = graph.call_function(ops.QUANTIZE, (x, amax, 1, UNLOWERED))
+                four_six = {"four_over_six": True} if ctx.config.four_over_six else {}  # a keyword: backend stays last
+                q = graph.call_function(ops.QUANTIZE, (x, amax, 1, UNLOWERED), four_six)
                 q.meta["nvfp4_input_of"] = []
                 quantized_inputs[x] = (getitem(graph, q, 0), getitem(graph, q, 1), getitem(graph, q, 2))
             xd, xs, xg = quantized_inputs[x]
@@ -147,7 +148,8 @@ def _rewrite_for_training(graph: fx.Graph, node: fx.Node, x, w, b, ctx: CompileC
     replaced = user if activation else node
     with graph.inserting_before(node):
         train = graph.call_function(LINEAR_TRAIN, (x, w, b, activation or "none", recipe.weight_tiles_2d,
-                                                   recipe.rht_wgrad, recipe.stochastic_gradients, recipe.kernels))
+                                                   recipe.rht_wgrad, recipe.stochastic_gradients,
+                                                   recipe.four_over_six, recipe.kernels))
         new = getitem(graph, train, 0)
     copy_meta_value(new, example_value(replaced))
     replaced.replace_all_uses_with(new)
@@ -159,6 +161,8 @@ def _rewrite_for_training(graph: fx.Graph, node: fx.Node, x, w, b, ctx: CompileC
     site.quantized, site.input_scale = True, "dynamic"
     site.backend = recipe.backend_name(wv)
     site.strategy = "training: fprop/dgrad/wgrad in NVFP4 (16x16 weights, RHT wgrad, SR gradients)"
+    if recipe.four_over_six:
+        site.strategy += "; Four Over Six block scales on the fprop operands"
     site.weight_bytes_before = site.weight_bytes_after = wv.numel() * wv.element_size()  # fp32 master weights
     if b is not None:
         site.epilogue.append("bias")

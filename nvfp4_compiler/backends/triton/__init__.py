@@ -15,8 +15,8 @@ from .quantize import quantize as _quantize
 
 
 def quantize_op(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int, *, rht: bool = False,
-                seed: int | torch.Tensor | None = None):
-    return _quantize(x, amax, tile_rows, rht=rht, seed=seed)
+                seed: int | torch.Tensor | None = None, four_over_six: bool = False):
+    return _quantize(x, amax, tile_rows, rht=rht, seed=seed, four_over_six=four_over_six)
 
 
 def gemm_op(a_data, a_scale, a_global, w_data, w_scale, w_global, bias, activation, gate, residual, out_dtype):

@@ -72,11 +72,19 @@ def _round_to_e4m3_integer(b):
 def block_scales(block_amax, s_enc, s_dec):
     """Per 16-element block: (E4M3 bits of its decode scale, as int32; the fp32 factor that maps
     the block onto E2M1's range), from the block's amax and the per-tensor encode/decode scales."""
-    b = tl.minimum(block_amax * (s_enc * R6), FLT_MAX)
+    b_bits, _, encode = block_scale_candidate(block_amax, s_enc, s_dec, R6)
+    return b_bits, encode
+
+
+@triton.jit
+def block_scale_candidate(block_amax, s_enc, s_dec, RECIPROCAL: tl.constexpr):
+    """(E4M3 bits as int32, its fp32 value, element encode factor) of the block scale that maps
+    the block max to 1 / RECIPROCAL: the spec's 6 with R6, Four Over Six's 4 with 0.25."""
+    b = tl.minimum(block_amax * (s_enc * RECIPROCAL), FLT_MAX)
     b = tl.minimum(b, 448.0)
     b_bits, b_value = round_to_e4m3(b)
     encode = tl.minimum(tl.math.div_rn(tl.full(b_value.shape, 1.0, tl.float32), b_value * s_dec), FLT_MAX)
-    return b_bits, encode
+    return b_bits, b_value, encode
 
 
 @triton.jit

@@ -10,7 +10,11 @@ Operands (R rows = all leading dims, K the last dim, Kp = K rounded up to 16):
     s_dec   [1]         fp32    per-tensor decode scale
 Blocks are 1x16 (TILE_ROWS=1) or 16x16 (TILE_ROWS=16: every row stores its tile's scale).
 RHT=True applies the recipe's Hadamard transform per 16 along K before everything else (the amax
-is then the transformed tensor's); STOCHASTIC=True rounds with the reference's counter-hash draws.
+is then the transformed tensor's); STOCHASTIC=True rounds with the reference's counter-hash draws;
+FOUR_OVER_SIX=True chooses each block's scale by Four Over Six (``four_over_six.py``). That variant
+is for row-major inputs: on a transposed view with RHT it measured 34x slower than the spec's kernel
+on the H100 (7.1 ms vs 0.21 ms at 2048 x 4096), which is why training applies it to the fprop
+operands only.
 """
 
 import os
@@ -19,6 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .four_over_six import encode_four_over_six
 from .numerics import (block_scales, e2m1_encode, e2m1_encode_stochastic, pack_codes_words, rht16, rounding_uniform,
                        store_packed_tile, tensor_scales, to_f32)
 
@@ -40,6 +45,10 @@ def amax_kernel(x_ptr, amax_ptr, R, K, stride_r, stride_k, RHT: tl.constexpr, BL
 #: (BLOCK_R, BLOCK_K, warps) the autotuner tries on a GPU.
 GPU_TILES = [(16, 128, 4), (32, 128, 4), (32, 256, 8), (64, 128, 8), (16, 256, 4), (64, 256, 8), (32, 512, 8),
              (16, 512, 8), (32, 256, 4), (8, 1024, 8), (4, 2048, 8), (16, 1024, 8)]
+#: The Four Over Six kernel takes one tile, untuned: it compiles ~5x slower than the spec's kernel
+#: (two candidates, pairwise sums; 2-6 s per tile for sm_90), which across a training run's operand
+#: shapes made twelve tuned tiles cost minutes of compilation.
+FOUR_OVER_SIX_TILES = [(32, 128, 4)]
 
 
 def _configs():
@@ -49,20 +58,23 @@ def _configs():
 
 
 def _prune(configs, named_args, **kwargs):
-    """Tiles no wider than K, and whole 16x16 scale tiles (BLOCK_R a multiple of TILE_ROWS)."""
+    """Tiles no wider than K, and whole 16x16 scale tiles (BLOCK_R a multiple of TILE_ROWS); with
+    Four Over Six, only FOUR_OVER_SIX_TILES."""
     kp = (named_args["K"] + 15) // 16 * 16
     tile_rows = kwargs.get("TILE_ROWS", 1)
     kept = [c for c in configs if c.kwargs["BLOCK_K"] <= max(16, kp) and c.kwargs["BLOCK_R"] % tile_rows == 0]
+    if kwargs.get("FOUR_OVER_SIX") and os.environ.get("TRITON_INTERPRET") != "1":
+        kept = [c for c in kept if (c.kwargs["BLOCK_R"], c.kwargs["BLOCK_K"], c.num_warps) in FOUR_OVER_SIX_TILES]
     return kept or [triton.Config({"BLOCK_R": 16, "BLOCK_K": 16 * triton.next_power_of_2(kp // 16)}, num_warps=4)]
 
 
-@triton.autotune(configs=_configs(), key=["R", "K", "stride_k", "TILE_ROWS", "RHT", "STOCHASTIC"],
+@triton.autotune(configs=_configs(), key=["R", "K", "stride_k", "TILE_ROWS", "RHT", "STOCHASTIC", "FOUR_OVER_SIX"],
                  prune_configs_by={"early_config_prune": _prune})
 @triton.jit(do_not_specialize=["seed_lo", "seed_hi"])  # seeds 0 and 1 would otherwise become constants
 def quantize_kernel(
     x_ptr, amax_ptr, data_ptr, scale_ptr, s_dec_ptr, R, K, stride_r, stride_k, seed_lo, seed_hi, seed_ptr,
     TILE_ROWS: tl.constexpr, RHT: tl.constexpr, STOCHASTIC: tl.constexpr, SEED_IN_MEMORY: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
+    FOUR_OVER_SIX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     pid_r, pid_k = tl.program_id(0), tl.program_id(1)
     rows = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
@@ -84,20 +96,23 @@ def quantize_kernel(
     if TILE_ROWS == 16:
         tiles = tl.max(tl.reshape(block_amax, (BLOCK_R // 16, 16, NB)), axis=1)
         block_amax = tl.reshape(tl.broadcast_to(tiles[:, None, :], (BLOCK_R // 16, 16, NB)), (BLOCK_R, NB))
-    b_bits, e = block_scales(block_amax, s_enc, s_dec)
-    scaled = blocks * e[:, :, None]
     kp = (K + 15) // 16 * 16
-    if STOCHASTIC:
-        # The draw of element (row, col) of the padded tensor: index row * Kp + col, mod 2^32.
-        index = tl.reshape((rows[:, None].to(tl.int64) * kp + cols[None, :]).to(tl.uint32), (BLOCK_R, NB, 16))
-        if SEED_IN_MEMORY:  # drawn on the GPU (CUDA-graph safe): int64 at seed_ptr
-            seed = tl.load(seed_ptr)
-            lo, hi = (seed & 0xFFFFFFFF).to(tl.uint32), (seed >> 32).to(tl.uint32)
-        else:
-            lo, hi = seed_lo.to(tl.uint32), seed_hi.to(tl.uint32)
-        codes = e2m1_encode_stochastic(tl.minimum(tl.maximum(scaled, -6.0), 6.0), rounding_uniform(index, lo, hi))
+    if FOUR_OVER_SIX:  # each block's scale: max -> 6 or max -> 4, the better reconstruction
+        codes, b_bits = encode_four_over_six(blocks, block_amax, s_enc, s_dec, BLOCK_R, NB, TILE_ROWS)
     else:
-        codes = e2m1_encode(scaled)  # saturates at +-6 itself
+        b_bits, e = block_scales(block_amax, s_enc, s_dec)
+        scaled = blocks * e[:, :, None]
+        if STOCHASTIC:
+            # The draw of element (row, col) of the padded tensor: index row * Kp + col, mod 2^32.
+            index = tl.reshape((rows[:, None].to(tl.int64) * kp + cols[None, :]).to(tl.uint32), (BLOCK_R, NB, 16))
+            if SEED_IN_MEMORY:  # drawn on the GPU (CUDA-graph safe): int64 at seed_ptr
+                seed = tl.load(seed_ptr)
+                lo, hi = (seed & 0xFFFFFFFF).to(tl.uint32), (seed >> 32).to(tl.uint32)
+            else:
+                lo, hi = seed_lo.to(tl.uint32), seed_hi.to(tl.uint32)
+            codes = e2m1_encode_stochastic(tl.minimum(tl.maximum(scaled, -6.0), 6.0), rounding_uniform(index, lo, hi))
+        else:
+            codes = e2m1_encode(scaled)  # saturates at +-6 itself
 
     # Eight codes per int32 word: each thread writes its 8 neighbouring codes in one 4-byte store.
     words = pack_codes_words(tl.reshape(codes, (BLOCK_R, BLOCK_K // 8, 8)))
@@ -124,17 +139,20 @@ def tensor_amax(x: torch.Tensor, rht: bool = False) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, rht: bool = False,
-             seed: int | torch.Tensor | None = None, out=None):
+             seed: int | torch.Tensor | None = None, four_over_six: bool = False, out=None):
     """(data, scale, global_scale) exactly as ``format.quantize`` gives them (finite inputs).
 
     ``rht`` applies the recipe's Hadamard transform along K; a ``seed`` (0 <= seed < 2^64) turns
     on stochastic rounding with the reference's draws for that seed. The seed may be an int64
     tensor of one element on x's device (read by the kernel: no host sync, capturable in CUDA
-    graphs), holding a value in [0, 2^63). ``out`` = (data [R, Kp/2]
+    graphs), holding a value in [0, 2^63). ``four_over_six`` chooses each block's scale as
+    ``format.four_over_six`` does (not with a seed). ``out`` = (data [R, Kp/2]
     uint8, scale [R, Kp/16] uint8, s_dec [1] fp32) receives the result (tests poison it first).
     """
     if tile_rows not in (1, 16):
         raise ValueError(f"tile_rows: expected 1 or 16, got {tile_rows}")
+    if four_over_six and seed is not None:
+        raise ValueError("four_over_six: chooses scales by reconstruction error; not with stochastic rounding (seed)")
     if isinstance(seed, torch.Tensor):
         if seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != x.device:
             raise ValueError(f"seed: expected a one-element int64 tensor on {x.device}, got {seed.dtype} "
@@ -156,7 +174,8 @@ def quantize(x: torch.Tensor, amax: torch.Tensor | None, tile_rows: int = 1, *, 
         seed_lo, seed_hi = (0, 0) if seed is None or in_memory else (seed & 0xFFFFFFFF, seed >> 32)
         quantize_kernel[grid](x2, amax, data.view(torch.int32), scale, s_dec, rows, k, *x2.stride(),
                               seed_lo, seed_hi, seed if in_memory else amax, TILE_ROWS=tile_rows, RHT=rht,
-                              STOCHASTIC=seed is not None, SEED_IN_MEMORY=in_memory)
+                              STOCHASTIC=seed is not None, SEED_IN_MEMORY=in_memory,
+                              FOUR_OVER_SIX=four_over_six)
     else:
         s_dec.fill_(1.0)
     lead = x.shape[:-1]
