@@ -45,10 +45,10 @@ class Config:
             gradients), all on by default as in NVIDIA's recipe.
         four_over_six: choose each block's E4M3 scale by Four Over Six (the block max mapped to 4
             or to 6, whichever reconstructs the block better; ``nvfp4_compiler.format.four_over_six``)
-            for every operand rounded to nearest: inference weights and activations, and in training
-            all but the stochastically rounded gradients. Same format and kernels downstream; off by
-            default (NVIDIA's recipe maps to 6). Activation quantization then stays a separate
-            kernel instead of a GEMM's quantizing epilogue.
+            for inference weights and activations, and in training for the fprop operands (x and
+            W, so W^T in dgrad too). Same format and kernels downstream; off by default (NVIDIA's
+            recipe maps to 6). Activation quantization then stays a separate kernel instead of a
+            GEMM's quantizing epilogue.
         recompute_activations: in training graphs, fold an activation that follows a linear
             (GELU, SiLU, ReLU) into it and recompute its input in backward from the NVFP4 operands
             (one more forward GEMM) instead of saving it: the FFN's wide hidden tensor is not kept.

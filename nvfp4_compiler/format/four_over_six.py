@@ -28,10 +28,10 @@ from __future__ import annotations
 import torch
 
 from .e2m1 import E2M1_MAX, e2m1_decode, e2m1_encode
-from .scales import block_decode_scales, element_encode_multiplier
+from .scales import RECIPROCAL_6, block_decode_scales, element_encode_multiplier
 
-#: The other candidate's divisor: the block max maps to E2M1's 4 (the spec's is 6).
-FOUR = 4.0
+#: The other candidate: 1/4 where the spec has r6, so the block max maps to E2M1's 4 (exact in fp32).
+RECIPROCAL_4 = torch.tensor(0.25, dtype=torch.float32)
 
 
 def pairwise_sum(t: torch.Tensor) -> torch.Tensor:
@@ -43,11 +43,10 @@ def pairwise_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def _candidate(blocks: torch.Tensor, block_amax: torch.Tensor, s_enc: torch.Tensor, s_dec: torch.Tensor,
-               reciprocal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(E2M1 codes [..., NB, 16], E4M3 scales [..., NB]) with the block max mapped to 6
-    (``reciprocal`` None: the spec's r6) or to 1 / ``reciprocal``."""
-    b = block_decode_scales(block_amax, s_enc) if reciprocal is None else block_decode_scales(
-        block_amax, s_enc, reciprocal)
+               reciprocal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(E2M1 codes [..., NB, 16], E4M3 scales [..., NB]) with the block max mapped to 1 / ``reciprocal``
+    (RECIPROCAL_6: the spec's scales; RECIPROCAL_4)."""
+    b = block_decode_scales(block_amax, s_enc, reciprocal)
     e = element_encode_multiplier(b, s_dec)
     return e2m1_encode(torch.clamp(blocks * e.unsqueeze(-1), -E2M1_MAX, E2M1_MAX)), b
 
@@ -69,8 +68,8 @@ def encode_four_over_six(blocks: torch.Tensor, block_amax: torch.Tensor, s_enc: 
     block (or 16x16 tile, ``tiles_2d``; ``block_amax`` then holds the tile's max on each row) the
     candidate with the smaller error, as the module docstring defines."""
     v = blocks * s_enc.unsqueeze(-1) if s_enc.dim() else blocks * s_enc
-    codes6, b6 = _candidate(blocks, block_amax, s_enc, s_dec, None)
-    codes4, b4 = _candidate(blocks, block_amax, s_enc, s_dec, torch.tensor(1.0 / FOUR, dtype=torch.float32))
+    codes6, b6 = _candidate(blocks, block_amax, s_enc, s_dec, RECIPROCAL_6)
+    codes4, b4 = _candidate(blocks, block_amax, s_enc, s_dec, RECIPROCAL_4)
     four = _block_error(codes4, b4, v, tiles_2d) < _block_error(codes6, b6, v, tiles_2d)
     codes = torch.where(four.unsqueeze(-1), codes4, codes6)
     bits = torch.where(four, b4.view(torch.uint8), b6.view(torch.uint8))
