@@ -67,7 +67,7 @@ def encode_four_over_six(blocks: torch.Tensor, block_amax: torch.Tensor, s_enc: 
     """(codes [..., NB, 16] uint8, E4M3 scales [..., NB]) of fp32 ``blocks`` [..., NB, 16]: per
     block (or 16x16 tile, ``tiles_2d``; ``block_amax`` then holds the tile's max on each row) the
     candidate with the smaller error, as the module docstring defines."""
-    v = blocks * s_enc.unsqueeze(-1) if s_enc.dim() else blocks * s_enc
+    v = blocks * s_enc.unsqueeze(-1)  # s_enc 0-d or one per leading slice, as the block scales
     codes6, b6 = _candidate(blocks, block_amax, s_enc, s_dec, RECIPROCAL_6)
     codes4, b4 = _candidate(blocks, block_amax, s_enc, s_dec, RECIPROCAL_4)
     four = _block_error(codes4, b4, v, tiles_2d) < _block_error(codes6, b6, v, tiles_2d)

@@ -11,7 +11,7 @@ spec's kernel, launch included).
 import triton
 import triton.language as tl
 
-from .numerics import R6, block_scale_candidate, e2m1_encode
+from .numerics import R6, _e2m1_magnitude, block_scale_candidate, e2m1_encode
 
 
 @triton.jit
@@ -27,8 +27,7 @@ def pairwise_sum16(t, R: tl.constexpr, NB: tl.constexpr):
 @triton.jit
 def _e2m1_value(codes):
     """Signed E2M1 value of int32 codes 0..15."""
-    i = codes & 7
-    magnitude = tl.where(i <= 4, i.to(tl.float32) * 0.5, tl.where(i == 5, 3.0, tl.where(i == 6, 4.0, 6.0)))
+    magnitude = _e2m1_magnitude(codes & 7)
     return tl.where(codes >= 8, -magnitude, magnitude)
 
 
