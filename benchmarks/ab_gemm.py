@@ -34,15 +34,21 @@ BEFORE_PACKAGE = "ab_before"
 AMAX_SHAPES = ((4680, 8960), (7040, 14336))
 
 
-def load_before(before_dir: str):
-    """(gemm, quantize) modules of a backend copy whose files from ``before_dir`` replace the tree's."""
+def before_package(before_dir: str) -> str:
+    """Copy ``backends/triton`` to ``backends/ab_before``, replace its files by those in
+    ``before_dir``, and return the copy's package name."""
     dst = os.path.join(BACKEND, "..", BEFORE_PACKAGE)
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(BACKEND, dst)
     for name in os.listdir(before_dir):
         if name.endswith(".py"):
             shutil.copy(os.path.join(before_dir, name), dst)
-    base = f"nvfp4_compiler.backends.{BEFORE_PACKAGE}"
+    return f"nvfp4_compiler.backends.{BEFORE_PACKAGE}"
+
+
+def load_before(before_dir: str):
+    """(gemm, quantize) modules of a backend copy whose files from ``before_dir`` replace the tree's."""
+    base = before_package(before_dir)
     return importlib.import_module(f"{base}.gemm"), importlib.import_module(f"{base}.quantize")
 
 

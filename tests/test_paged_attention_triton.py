@@ -11,8 +11,11 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+import triton.language as tl
 
 from nvfp4_compiler.backends.triton import attention as tattn
+from nvfp4_compiler.backends.triton.attention_decode import block_dots, fixed24_blocks, fixed24_words
 from nvfp4_compiler.kv_cache import PagedNVFP4Cache
 from nvfp4_compiler.paged_attention import paged_attention
 
@@ -253,6 +256,47 @@ def test_decode_kernel_matches_reference(page, heads, dim, chunks, window, tq, s
                            cache.v_global, table, fills, npages, splits=splits, out=out)
     assert not out.isnan().any()
     torch.testing.assert_close(out, _reference(q, cache, [0, 1], None, None), atol=2e-5, rtol=1e-4)
+
+
+@triton.jit
+def _fixed24_dot_kernel(q_ptr, blocks_ptr, x_ptr, steps_ptr, dots_ptr, NB: tl.constexpr, ROWS: tl.constexpr):
+    steps, x = fixed24_blocks(tl.load(q_ptr + tl.arange(0, NB * 16)), NB)
+    cols = tl.arange(0, NB)
+    blocks = tl.load(blocks_ptr + tl.arange(0, ROWS)[:, None] * NB + cols[None, :])
+    tl.store(x_ptr + tl.arange(0, NB)[:, None] * 16 + tl.arange(0, 16)[None, :], x)
+    tl.store(steps_ptr + cols, steps)
+    tl.store(dots_ptr + tl.arange(0, ROWS)[:, None] * NB + cols[None, :], block_dots(blocks, fixed24_words(x, NB)))
+
+
+def test_decode_kernel_q_dot_is_exact_in_integers():
+    """The single-query kernel's q.k: q as 24-bit integers per 16-block (within 1.5 steps of q,
+    a step being 2^-23 of the block's max), and each block's dot product with the K codes equal,
+    as an integer, to sum_j (2 x E2M1 code_j) x_j computed here in int64 (on the GPU: the byte
+    planes and dp4a of the PTX). Blocks of one scale include zeros, tiny and huge values."""
+    nb, rows = 8, 16
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(nb, 16, generator=gen) * torch.logspace(-20, 20, nb)[:, None]
+    q[1] = 0.0
+    q[2, :8] = 0.0
+    q[3, 0] = -q[3].abs().max() * 1.5                                  # the block's max is negative
+    codes = torch.randint(0, 16, (rows, nb, 16), generator=gen)
+    codes[0] = 7                                                        # every code at +6 ...
+    codes[1] = 15                                                       # ... and at -6
+    blocks = (codes.long() << (4 * torch.arange(16))).sum(-1)           # code j in bits 4j..4j+3
+    x = torch.zeros(nb, 16, dtype=torch.int32, device=DEVICE)
+    steps = torch.zeros(nb, device=DEVICE)
+    dots = torch.zeros(rows, nb, dtype=torch.int32, device=DEVICE)
+    _fixed24_dot_kernel[(1,)](q.flatten().to(DEVICE), blocks.to(DEVICE), x, steps, dots, NB=nb, ROWS=rows)
+    x, steps, dots = x.cpu().long(), steps.cpu().double(), dots.cpu().long()
+    assert x.abs().max() <= 2 ** 23 - 1
+    assert torch.all(x.abs().amax(1)[[0, 2, 3]] >= 2 ** 23 - 2)     # each block's max uses all 24 bits
+    assert torch.equal(x[1], torch.zeros(16, dtype=torch.long))
+    # half a step of rounding to integers, plus about half a step each from q / step and from the
+    # step's own fp32 rounding (relative 2^-24 times |x| < 2^23): 1.5 steps at most
+    assert torch.all((q.double() - steps[:, None] * x).abs() <= 1.5 * steps[:, None])
+    magnitude = torch.tensor([0, 1, 2, 3, 4, 6, 8, 12])
+    doubled = torch.where(codes >= 8, -magnitude[codes & 7], magnitude[codes & 7])
+    assert torch.equal(dots, (doubled * x[None]).sum(-1))
 
 
 def test_decode_kernel_rescales_when_the_max_jumps():

@@ -292,7 +292,7 @@ def decode_nvfp4_tile(packed, scale_bits):
     return tl.reshape(even, (packed.shape[0], packed.shape[1])), tl.reshape(odd, (packed.shape[0], packed.shape[1]))
 
 
-# --- Exact integer dot products of 16-element NVFP4 blocks (the GEMV kernel) -------------------
+# --- Exact integer dot products of 16-element NVFP4 blocks (the GEMV and decode attention) ----
 #
 # Twice an E2M1 value is an integer (0, 1, 2, 3, 4, 6, 8, 12 and negatives), so the dot product of
 # two 16-blocks is 1/4 of an integer of at most 16 x 144 = 2304: exact in int32 and in fp32. On the
@@ -315,10 +315,14 @@ prmt.b32 {out_reg}, p, n, t;"""
     # + 4 x sign bit takes byte i of p or of n.
 
 
-def _ptx_block_asm(block_operand: str, outputs: list[str], dot_operands: list[str] | None = None) -> str:
+def _ptx_block_asm(block_operand: str, outputs: list[str], dot_operands: list[str] | None = None,
+                   lower_planes: tuple[list[str], ...] = ()) -> str:
     """PTX for one int64 block: its four byte words into ``outputs``, or with ``dot_operands`` (four
-    words of the other block) their dp4a sum into ``outputs[0]``."""
-    lines = ["{", ".reg .b32 lo, hi, c, m, p, n, t, v, acc, pos_lo, pos_hi, neg_lo, neg_hi;",
+    words of the other block) their dp4a sum into ``outputs[0]``. With ``lower_planes`` the other
+    block has wider integers: ``dot_operands`` hold their signed top bytes, each plane (four words)
+    the next unsigned bytes down, and the sum is assembled as sum_top x 256 + sum_next, and so on."""
+    accs = ["acc"] + [f"acc{i}" for i in range(len(lower_planes))]
+    lines = ["{", f".reg .b32 lo, hi, c, m, p, n, t, v, {', '.join(accs)}, pos_lo, pos_hi, neg_lo, neg_hi;",
              f"mov.b64 {{lo, hi}}, {block_operand};",
              # 2 x E2M1 magnitude of codes 0..7 as bytes (little-endian), and its negation for 8..15
              "mov.b32 pos_lo, 0x03020100;", "mov.b32 pos_hi, 0x0C080604;",
@@ -330,15 +334,21 @@ def _ptx_block_asm(block_operand: str, outputs: list[str], dot_operands: list[st
             src = "c"
         if dot_operands is None:
             lines.append(_ptx_block_to_bytes(src, outputs[q]))
-        else:
-            lines.append(_ptx_block_to_bytes(src, "v"))
-            dst = outputs[0] if q == 3 else "acc"
-            lines.append(f"dp4a.s32.s32 {dst}, v, {dot_operands[q]}, {'acc' if q else 0};")
+            continue
+        lines.append(_ptx_block_to_bytes(src, "v"))
+        for acc, words, kind in zip(accs, (dot_operands, *lower_planes), ["s32"] + ["u32"] * len(lower_planes)):
+            lines.append(f"dp4a.s32.{kind} {acc}, v, {words[q]}, {acc if q else 0};")
+    if dot_operands is not None:
+        for acc in accs[1:]:
+            lines.append(f"mad.lo.s32 acc, acc, 256, {acc};")
+        lines.append(f"mov.b32 {outputs[0]}, acc;")
     return "\n".join(lines + ["}"])
 
 
 _BLOCK_BYTES_PTX = tl.constexpr(_ptx_block_asm("$4", ["$0", "$1", "$2", "$3"]))
 _BLOCK_DOT_PTX = tl.constexpr(_ptx_block_asm("$1", ["$0"], ["$2", "$3", "$4", "$5"]))
+_BLOCK_DOT_FIXED24_PTX = tl.constexpr(_ptx_block_asm("$1", ["$0"], ["$2", "$3", "$4", "$5"],
+                                                     (["$6", "$7", "$8", "$9"], ["$10", "$11", "$12", "$13"])))
 
 
 @triton.jit
@@ -395,3 +405,33 @@ def e2m1_block_dot(blocks, b0, b1, b2, b3):
     else:
         return (_signed_byte_dot(blocks, b0, 0) + _signed_byte_dot(blocks, b1, 4)
                 + _signed_byte_dot(blocks, b2, 8) + _signed_byte_dot(blocks, b3, 12))
+
+
+@triton.jit
+def _plane_bytes(w0, w1, w2, w3, SIGNED: tl.constexpr):
+    """Interpreter's path: four words [R, C] -> their bytes [R, C, 16], byte 4q + i = byte i of
+    word q (signed or unsigned)."""
+    words = tl.reshape(tl.join(tl.join(w0, w2), tl.join(w1, w3)), (w0.shape[0], w0.shape[1], 4))
+    shifts = tl.arange(0, 4) * 8
+    if SIGNED:
+        b = (words[:, :, :, None] << (24 - shifts)[None, None, None, :]) >> 24
+    else:
+        b = (words[:, :, :, None] >> shifts[None, None, None, :]) & 0xFF
+    return tl.reshape(b, (w0.shape[0], w0.shape[1], 16))
+
+
+@triton.jit
+def e2m1_block_dot_fixed24(blocks, t0, t1, t2, t3, m0, m1, m2, m3, l0, l1, l2, l3):
+    """sum_j (2 a_j) x_j over each 16-block of ``blocks`` (int64 [R, C]), int32 and exact, where
+    x_j = 2^16 t_j + 2^8 m_j + l_j is a 24-bit integer given as three planes of four words: its
+    signed top bytes (t), then its unsigned middle (m) and low (l) bytes, byte i of word q
+    belonging to code 4q + i (each broadcast to ``blocks``' shape). |sum| <= 16 x 12 x 2^23 < 2^31."""
+    if COMPILED_FOR_GPU:
+        return tl.inline_asm_elementwise(_BLOCK_DOT_FIXED24_PTX, "=r,l" + ",r" * 12,
+                                         [blocks, t0, t1, t2, t3, m0, m1, m2, m3, l0, l1, l2, l3],
+                                         dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        codes = ((blocks[:, :, None] >> (tl.arange(0, 16) * 4).to(tl.int64)[None, None, :]) & 15).to(tl.int32)
+        x = ((_plane_bytes(t0, t1, t2, t3, True) * 256 + _plane_bytes(m0, m1, m2, m3, False)) * 256
+             + _plane_bytes(l0, l1, l2, l3, False))
+        return tl.sum(_e2m1_doubled(codes) * x, 2)
