@@ -13,13 +13,12 @@ Both variants' outputs are compared with SDPA and with each other.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from ab_gemm import _alternating_ms, before_package  # noqa: E402
+from ab_gemm import _alternating_ms, ab_arguments, before_package, parse_ab_arguments  # noqa: E402
 from bench_attention import SHAPES, Workload, _rel_err  # noqa: E402
 from common import finish, print_table  # noqa: E402
 
@@ -72,16 +71,11 @@ def run(before_dir: str, json_path: str | None = None, models=tuple(SHAPES), til
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="folder of older backends/triton/*.py files")
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser = ab_arguments(__doc__, SHAPES)
     parser.add_argument("--tiles", nargs="+", default=None, metavar="BLOCK_N,WARPS",
                         help="tiles to time (default: each variant's own, then %s)" % " ".join(f"{n},{w}" for n, w in TILES[1:]))
     parser.add_argument("--programs-per-sm", nargs="+", type=int, default=list(PROGRAMS_PER_SM))
-    args = parser.parse_args()
-    if not os.path.isdir(args.before):
-        parser.error(f"--before: expected a folder of backends/triton/*.py files, got {args.before!r}")
+    args = parse_ab_arguments(parser)
     tiles = TILES
     if args.tiles:
         try:

@@ -46,6 +46,23 @@ def before_package(before_dir: str) -> str:
     return f"nvfp4_compiler.backends.{BEFORE_PACKAGE}"
 
 
+def ab_arguments(doc: str, models) -> argparse.ArgumentParser:
+    """The command line every A/B script shares: --before, --json, --models."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--before", required=True, help="folder of older backends/triton/*.py files")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--models", nargs="+", default=list(models), choices=list(models))
+    return parser
+
+
+def parse_ab_arguments(parser: argparse.ArgumentParser):
+    """Parsed arguments; a --before that is not a folder is a usage error naming it."""
+    args = parser.parse_args()
+    if not os.path.isdir(args.before):
+        parser.error(f"--before: expected a folder of backends/triton/*.py files, got {args.before!r}")
+    return args
+
+
 def load_before(before_dir: str):
     """(gemm, quantize) modules of a backend copy whose files from ``before_dir`` replace the tree's."""
     base = before_package(before_dir)
@@ -103,13 +120,8 @@ def run(before_dir: str, json_path: str | None = None, models=tuple(WORKLOADS), 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="folder of older backends/triton/*.py files")
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--models", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser = ab_arguments(__doc__, WORKLOADS)
     parser.add_argument("--small-only", action="store_true", help="only the M = 16 and 64 rows")
     parser.add_argument("--full-only", action="store_true", help="only the full-chunk rows")
-    args = parser.parse_args()
-    if not os.path.isdir(args.before):
-        parser.error(f"--before: expected a folder of backends/triton/*.py files, got {args.before!r}")
+    args = parse_ab_arguments(parser)
     run(args.before, args.json, args.models, args.small_only, args.full_only)
