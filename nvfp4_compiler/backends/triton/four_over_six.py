@@ -3,9 +3,10 @@
 Per block (or 16x16 tile) of ``blocks`` [R, NB, 16] (fp32, after any RHT): both candidates (max
 -> 6, max -> 4), each one's absolute reconstruction error in scale units summed in neighbour
 pairs (the reference's order, so no reduction order of the compiler's enters), and the
-candidate with the smaller error (ties: 6). Costs about a second quantization of the tile in
-registers; memory traffic is unchanged (H100, row-major bf16: 4680 x 8960 in 162 vs 134 us for the
-spec's kernel, launch included).
+candidate with the smaller error (ties: 6). Memory traffic is the spec kernel's, but the work in
+registers is more than doubled: on the H100 it took 2.5-2.9x the spec kernel's GPU time at the
+Wan activation shapes (CUDA graphs, bench_quantize.py --four-over-six, RESULTS.md sixteenth
+session).
 """
 
 import triton

@@ -386,16 +386,6 @@ def e2m1_block_bytes(blocks):
 
 
 @triton.jit
-def _signed_byte_dot(blocks, word, first_code: tl.constexpr):
-    """Interpreter's path: sum over i < 4 of 2 x E2M1(code first_code + i of ``blocks``) x the
-    signed byte i of ``word``."""
-    total = tl.zeros(blocks.shape, tl.int32)
-    for i in tl.static_range(4):
-        total += _e2m1_doubled(_code(blocks, first_code + i)) * ((word << (24 - 8 * i)) >> 24)  # byte i, signed
-    return total
-
-
-@triton.jit
 def e2m1_block_dot(blocks, b0, b1, b2, b3):
     """sum_j (2 a_j)(2 b_j) over each 16-block pair, int32 and exact: ``blocks`` int64 (codes), the
     other block as ``e2m1_block_bytes`` words b0..b3 (broadcast to ``blocks``' shape)."""
@@ -403,26 +393,36 @@ def e2m1_block_dot(blocks, b0, b1, b2, b3):
         return tl.inline_asm_elementwise(_BLOCK_DOT_PTX, "=r,l,r,r,r,r", [blocks, b0, b1, b2, b3],
                                          dtype=tl.int32, is_pure=True, pack=1)
     else:
-        return (_signed_byte_dot(blocks, b0, 0) + _signed_byte_dot(blocks, b1, 4)
-                + _signed_byte_dot(blocks, b2, 8) + _signed_byte_dot(blocks, b3, 12))
+        return _doubled_dot(blocks, _plane_bytes(b0, b1, b2, b3, True))
 
 
 @triton.jit
 def _plane_bytes(w0, w1, w2, w3, SIGNED: tl.constexpr):
-    """Interpreter's path: four words [R, C] -> their bytes [R, C, 16], byte 4q + i = byte i of
-    word q (signed or unsigned)."""
-    words = tl.reshape(tl.join(tl.join(w0, w2), tl.join(w1, w3)), (w0.shape[0], w0.shape[1], 4))
+    """Interpreter's path: four words (any shape, N elements) -> their bytes [N, 16], byte 4q + i
+    = byte i of word q (signed or unsigned)."""
+    n: tl.constexpr = w0.numel
+    words = tl.reshape(tl.join(tl.join(tl.reshape(w0, (n,)), tl.reshape(w2, (n,))),
+                               tl.join(tl.reshape(w1, (n,)), tl.reshape(w3, (n,)))), (n, 4))
     shifts = tl.arange(0, 4) * 8
     if SIGNED:
-        b = (words[:, :, :, None] << (24 - shifts)[None, None, None, :]) >> 24
+        b = (words[:, :, None] << (24 - shifts)[None, None, :]) >> 24
     else:
-        b = (words[:, :, :, None] >> shifts[None, None, None, :]) & 0xFF
-    return tl.reshape(b, (w0.shape[0], w0.shape[1], 16))
+        b = (words[:, :, None] >> shifts[None, None, :]) & 0xFF
+    return tl.reshape(b, (n, 16))
+
+
+@triton.jit
+def _doubled_dot(blocks, x):
+    """Interpreter's path: sum_j (2 x E2M1 code j of ``blocks``) x[:, j], shaped like ``blocks``;
+    x [N, 16] as ``_plane_bytes`` gives it."""
+    n: tl.constexpr = blocks.numel
+    codes = (tl.reshape(blocks, (n,))[:, None] >> (tl.arange(0, 16) * 4).to(tl.int64)[None, :]) & 15
+    return tl.reshape(tl.sum(_e2m1_doubled(codes.to(tl.int32)) * x, 1), blocks.shape)
 
 
 @triton.jit
 def e2m1_block_dot_fixed24(blocks, t0, t1, t2, t3, m0, m1, m2, m3, l0, l1, l2, l3):
-    """sum_j (2 a_j) x_j over each 16-block of ``blocks`` (int64 [R, C]), int32 and exact, where
+    """sum_j (2 a_j) x_j over each 16-block of ``blocks`` (int64), int32 and exact, where
     x_j = 2^16 t_j + 2^8 m_j + l_j is a 24-bit integer given as three planes of four words: its
     signed top bytes (t), then its unsigned middle (m) and low (l) bytes, byte i of word q
     belonging to code 4q + i (each broadcast to ``blocks``' shape). |sum| <= 16 x 12 x 2^23 < 2^31."""
@@ -431,7 +431,6 @@ def e2m1_block_dot_fixed24(blocks, t0, t1, t2, t3, m0, m1, m2, m3, l0, l1, l2, l
                                          [blocks, t0, t1, t2, t3, m0, m1, m2, m3, l0, l1, l2, l3],
                                          dtype=tl.int32, is_pure=True, pack=1)
     else:
-        codes = ((blocks[:, :, None] >> (tl.arange(0, 16) * 4).to(tl.int64)[None, None, :]) & 15).to(tl.int32)
         x = ((_plane_bytes(t0, t1, t2, t3, True) * 256 + _plane_bytes(m0, m1, m2, m3, False)) * 256
              + _plane_bytes(l0, l1, l2, l3, False))
-        return tl.sum(_e2m1_doubled(codes) * x, 2)
+        return _doubled_dot(blocks, x)
