@@ -11,6 +11,12 @@ CPU_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_CPU_VERSION=2.13.0
 
 if [ ! -x .venv/bin/python ]; then
+  # A new environment takes about 2.5 GB (torch and triton most of it): say so before pip fails
+  # half-way with "No space left on device".
+  free_kb=$(df -Pk . 2>/dev/null | awk 'NR == 2 {print $4}') || true
+  if [ -n "${free_kb:-}" ] && [ "$free_kb" -lt $((3 * 1024 * 1024)) ]; then
+    echo "setup: warning: only $((free_kb / 1024)) MB free on this disk; a new .venv takes about 2.5 GB" >&2
+  fi
   if "$PY" -c "import torch" 2>/dev/null; then
     echo "setup: reusing the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
     "$PY" -m venv --system-site-packages .venv
