@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_gemm import _epilogue  # noqa: E402
-from common import WORKLOADS, bench_graph_ms, block_gemms, finish, gemm_case, print_table  # noqa: E402
+from common import WORKLOADS, arguments, bench_graph_ms, block_gemms, finish, gemm_case, print_table  # noqa: E402
 
 BACKEND = os.path.join(os.path.dirname(__file__), "..", "nvfp4_compiler", "backends", "triton")
 BEFORE_PACKAGE = "ab_before"
@@ -48,10 +48,8 @@ def before_package(before_dir: str) -> str:
 
 def ab_arguments(doc: str, models) -> argparse.ArgumentParser:
     """The command line every A/B script shares: --before, --json, --models."""
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = arguments(doc, models)
     parser.add_argument("--before", required=True, help="folder of older backends/triton/*.py files")
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--models", nargs="+", default=list(models), choices=list(models))
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import platform
@@ -134,6 +135,16 @@ def copy_bandwidth_gbs() -> float:
     dst = torch.empty_like(src)
     ms = bench_ms(lambda i: dst.copy_(src))
     return 2 * src.numel() * src.element_size() / ms / 1e6
+
+
+def arguments(doc: str, models=None) -> argparse.ArgumentParser:
+    """The command line the benchmark scripts share: --json, and --models choosing among ``models``
+    (all by default) when given."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--json", default=None)
+    if models is not None:
+        parser.add_argument("--models", nargs="+", default=list(models), choices=list(models))
+    return parser
 
 
 def finish(path: str | None, results: list) -> dict:

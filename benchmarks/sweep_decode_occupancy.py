@@ -12,7 +12,6 @@ A cap below what the kernel wants makes ptxas spill to local memory (the "spills
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import sys
@@ -20,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from ab_gemm import _alternating_ms  # noqa: E402
 from bench_attention import SHAPES, Workload, _rel_err  # noqa: E402
-from common import finish, print_table  # noqa: E402
+from common import arguments, finish, print_table  # noqa: E402
 
 #: (BLOCK_N, warps, register cap or None, programs per SM that the split count aims for)
 CONFIGS = ((32, 2, None, 4), (32, 2, 168, 6), (32, 2, 128, 8), (16, 2, None, 6), (16, 2, 128, 8),
@@ -103,8 +102,5 @@ def run(json_path: str | None = None, models=tuple(SHAPES), configs=CONFIGS) -> 
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    args = parser.parse_args()
+    args = arguments(__doc__, SHAPES).parse_args()
     run(args.json, args.models)

@@ -8,7 +8,6 @@ replays in one run. Each row also names the tile the autotuner chose and how man
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -16,7 +15,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import WORKLOADS, bench_graph_ms, block_gemms, finish, gemm_case, print_table  # noqa: E402
+from common import WORKLOADS, arguments, bench_graph_ms, block_gemms, finish, gemm_case, print_table  # noqa: E402
 
 SPLITS = (1, 2, 3, 4, 6, 8, 11, 12, 16, 22)
 MIN_K_PER_SPLIT = 128
@@ -61,8 +60,5 @@ def run(json_path: str | None = None, models=tuple(WORKLOADS)) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--models", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
-    args = parser.parse_args()
+    args = arguments(__doc__, WORKLOADS).parse_args()
     run(args.json, args.models)
