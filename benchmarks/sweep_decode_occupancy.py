@@ -7,7 +7,8 @@ in CUDA graphs beside flash SDPA over the bf16 cache and the default configurati
 
 Rows: Tq = 1 over bench_attention.py's Wan-1.3B and Wan-5B sink + window caches. "resident" is
 the programs per SM that the registers allow (65,536 per SM, allocated in steps of 8 per thread).
-A cap below what the kernel wants makes ptxas spill to local memory (the "spills" column, bytes).
+A cap below what the kernel wants makes ptxas spill to local memory: "spills" is Triton's
+``n_spills``, the kernel's local memory in 4-byte words.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def sweep_rows(model: str, configs=CONFIGS) -> list[dict]:
 def run(json_path: str | None = None, models=tuple(SHAPES), configs=CONFIGS) -> dict:
     results = [r for model in models for r in sweep_rows(model, configs)]
     print_table("decode attention, Tq = 1: register caps and programs per SM, GPU time from CUDA graphs (us)",
-                ["model", "tile", "maxnreg", "registers", "spills (B)", "resident/SM", "splits", "SDPA bf16",
+                ["model", "tile", "maxnreg", "registers", "spills (words)", "resident/SM", "splits", "SDPA bf16",
                  "default", "config", "x SDPA", "x default", "diff vs default"],
                 [[r["model"], tuple(r["tile"]), r["maxnreg"] or "-", r["registers"], r["spills"], r["resident"],
                   r["splits"], r["us"]["sdpa_bf16"], r["us"]["default"], r["us"]["config"], r["x_sdpa"],

@@ -8,8 +8,8 @@ padded rows. Only Tq = 1 takes it (benchmarks/RESULTS.md: 1.70x / 1.86x flash SD
 Wan-5B on an H100, sixteenth session). It is bound neither by the ~40 MB of pages it reads nor
 by its instruction count alone: cutting the K side's instructions by half made it 3-4% faster,
 and issuing each tile's loads one iteration ahead (with a tile re-tuned for the registers that
-takes) another 4-6%. Nor is it short of warps: register caps that fit 1.5-2x the programs per SM
-moved it by -6% to +7% (``benchmarks/sweep_decode_occupancy.py``, seventeenth session).
+takes) another 4-6%. Nor is it short of warps: register caps that fit 2-3x the warps per SM moved
+it by -17% to +7% (``benchmarks/sweep_decode_occupancy.py``, seventeenth session).
 
 Work per program: one query row of one (sequence, head), over a contiguous run of that
 sequence's pages (a split; flash-decoding), one tile of BLOCK_N token slots per iteration with the
