@@ -70,6 +70,7 @@ def sweep_rows(model: str, configs=CONFIGS) -> list[dict]:
     c = w.cache
     pages = (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, w.table, w.fills, w.npages)
     default = lambda _: decode.paged_decode_attention(q, *pages)  # noqa: E731
+    sdpa = w.routes(q, None)["sdpa_bf16"]
     ref = default(0).float()
     rows = []
     for block_n, warps, maxnreg, pps in configs:
@@ -83,7 +84,7 @@ def sweep_rows(model: str, configs=CONFIGS) -> list[dict]:
             info.setdefault("spills", cap.compiled.n_spills)
             return out
 
-        us = _alternating_ms({"sdpa_bf16": w.routes(q, None)["sdpa_bf16"], "default": default, "config": capped})
+        us = _alternating_ms({"sdpa_bf16": sdpa, "default": default, "config": capped})
         rows.append({"model": model, "tile": [block_n, warps], "maxnreg": maxnreg, "programs_per_sm": pps,
                      "splits": splits, **info, "resident": resident_programs(info["registers"], warps), "us": us,
                      "x_sdpa": us["sdpa_bf16"] / us["config"], "x_default": us["default"] / us["config"],

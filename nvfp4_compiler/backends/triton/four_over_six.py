@@ -12,7 +12,7 @@ session).
 import triton
 import triton.language as tl
 
-from .numerics import R6, _e2m1_magnitude, block_scale_candidate, e2m1_encode
+from .numerics import R6, block_scale_candidate, e2m1_encode, e2m1_value
 
 
 @triton.jit
@@ -26,13 +26,6 @@ def pairwise_sum16(t, R: tl.constexpr, NB: tl.constexpr):
 
 
 @triton.jit
-def _e2m1_value(codes):
-    """Signed E2M1 value of int32 codes 0..15."""
-    magnitude = _e2m1_magnitude(codes & 7)
-    return tl.where(codes >= 8, -magnitude, magnitude)
-
-
-@triton.jit
 def _candidate(blocks, v, block_amax, s_enc, s_dec, RECIPROCAL: tl.constexpr, R: tl.constexpr,
                NB: tl.constexpr, TILE_ROWS: tl.constexpr):
     """(codes [R, NB, 16], scale bits [R, NB], error [R, NB]; with 16x16 tiles each row holds
@@ -40,7 +33,7 @@ def _candidate(blocks, v, block_amax, s_enc, s_dec, RECIPROCAL: tl.constexpr, R:
     b_bits, b_value, encode = block_scale_candidate(block_amax, s_enc, s_dec, RECIPROCAL)
     codes = e2m1_encode(blocks * encode[:, :, None])
     # q * b is exact in fp32, so a fused multiply-add rounds the difference as the reference does.
-    err = pairwise_sum16(tl.abs(_e2m1_value(codes) * b_value[:, :, None] - v), R, NB)
+    err = pairwise_sum16(tl.abs(e2m1_value(codes) * b_value[:, :, None] - v), R, NB)
     if TILE_ROWS == 16:
         tiles = pairwise_sum16(tl.permute(tl.reshape(err, (R // 16, 16, NB)), (0, 2, 1)), R // 16, NB)
         err = tl.reshape(tl.broadcast_to(tiles[:, None, :], (R // 16, 16, NB)), (R, NB))

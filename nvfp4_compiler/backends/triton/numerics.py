@@ -352,10 +352,16 @@ _BLOCK_DOT_FIXED24_PTX = tl.constexpr(_ptx_block_asm("$1", ["$0"], ["$2", "$3", 
 
 
 @triton.jit
+def e2m1_value(codes):
+    """Signed fp32 E2M1 value of int32 codes 0..15 (bit 3 the sign)."""
+    magnitude = _e2m1_magnitude(codes & 7)
+    return tl.where((codes & 8) != 0, -magnitude, magnitude)
+
+
+@triton.jit
 def _e2m1_doubled(codes):
     """2 x the E2M1 value of int codes 0..15, as integers (the interpreter's path)."""
-    value = (_e2m1_magnitude(codes & 7) * 2.0).to(tl.int32)
-    return tl.where((codes & 8) != 0, -value, value)
+    return (e2m1_value(codes) * 2.0).to(tl.int32)
 
 
 @triton.jit
