@@ -27,6 +27,6 @@ if __name__ == "__main__":
     if "final_val_loss" not in summary:
         arm = summary["arms"][0]
         raise SystemExit(f"{arm['recipe']}: final validation loss {arm['val'][-1][1]:.4f}; wrote {out}")
-    print(f"final validation loss: NVFP4 {summary['final_val_loss']['nvfp4']:.4f}, "
+    print(f"final validation loss (step {summary['compared_at_step']}): NVFP4 {summary['final_val_loss']['nvfp4']:.4f}, "
           f"bf16 {summary['final_val_loss']['bf16']:.4f} (ratio {summary['val_loss_ratio_nvfp4_over_bf16']:.3f}); "
           f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")

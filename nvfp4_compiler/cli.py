@@ -254,6 +254,8 @@ def train(
     seed: int = typer.Option(0, help="Seed of weights, data, noise and rounding (shared by both arms)."),
     eval_every: int = typer.Option(50, min=1, help="Steps between validation losses."),
     cuda_graphs: bool = typer.Option(False, help="Replay each step as CUDA graphs (needs a GPU)."),
+    keep_first_blocks: int = typer.Option(0, min=0, help="Blocks kept in bf16 at the start (1: this DiT's most "
+                                                          "NVFP4-sensitive linears, see benchmarks/RESULTS.md)."),
 ) -> None:
     """Train the embedded video DiT on procedural video, NVFP4 and bf16 arms from the same seed."""
     import torch
@@ -268,10 +270,11 @@ def train(
         if dim % 32:
             raise ValueError(f"--dim: expected a multiple of 32 (2 heads x 16), got {dim}")
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
-                          dim=dim, layers=layers, device=device, cuda_graphs=cuda_graphs)
+                          dim=dim, layers=layers, device=device, cuda_graphs=cuda_graphs,
+                          keep_first_blocks=keep_first_blocks)
         summary = run(cfg, out)
         final, ratio = summary["final_val_loss"], summary["val_loss_ratio_nvfp4_over_bf16"]
-        print(f"final validation loss: NVFP4 {final['nvfp4']:.4f}, bf16 {final['bf16']:.4f} (ratio {ratio:.3f}); "
+        print(f"final validation loss (step {summary['compared_at_step']}): NVFP4 {final['nvfp4']:.4f}, bf16 {final['bf16']:.4f} (ratio {ratio:.3f}); "
               f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")
 
 

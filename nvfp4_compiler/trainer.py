@@ -40,6 +40,7 @@ class TrainConfig:
     heads: int = 2
     frames: int = 4
     size: int = 16           # latent height = width
+    keep_first_blocks: int = 0  # blocks kept in bf16 at the start (this DiT's most NVFP4-sensitive: RESULTS.md)
     keep_last_blocks: int = 0  # blocks kept in bf16 at the end (the recipe's ~15% of linears)
     keep_bf16: str = ""        # comma-separated globs of more linears kept in bf16 (e.g. "*.ffn.down")
     # the recipe's switches (Config's names; all on in NVIDIA's recipe), for ablations
@@ -66,7 +67,8 @@ class TrainConfig:
         """The ``nvfp4.compile`` options of the NVFP4 arm (the bf16 arm takes them too; with
         ``recipe="bf16"`` nothing is quantized, so they change nothing there)."""
         extra = tuple(g.strip() for g in self.keep_bf16.split(",") if g.strip())
-        return dict(exclude=RECIPE_BF16_MODULES + extra, keep_last_blocks_bf16=self.keep_last_blocks,
+        return dict(exclude=RECIPE_BF16_MODULES + extra, keep_first_blocks_bf16=self.keep_first_blocks,
+                    keep_last_blocks_bf16=self.keep_last_blocks,
                     weight_tiles_2d=self.weight_tiles_2d, rht_wgrad=self.rht_wgrad,
                     stochastic_gradients=self.stochastic_gradients, four_over_six=self.four_over_six,
                     cuda_graphs=self.cuda_graphs)
@@ -99,22 +101,19 @@ def _loss(model, videos, labels, class_text, noise, t):
 
 
 def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None,
-              checkpoint_path: str | None = None) -> dict:
+              checkpoint_path: str | None = None, weights_path: str | None = None) -> dict:
     """Train one arm; returns its loss curve, validation curve and step times.
 
     With ``checkpoint_path``, the curves so far are rewritten there at every evaluation, so a run
-    cut off by a time limit still leaves its validation curve behind.
+    cut off by a time limit still leaves its validation curve behind. With ``weights_path``, the
+    trained weights (the model's ``state_dict``) are saved there at the end.
     """
     device = torch.device(cfg.device)
     mcfg = cfg.model_config()
     model = build_model(mcfg, seed=cfg.seed, device=device).train()
     compiled = nvfp4_compile(model, recipe=recipe, **cfg.compile_options())
-    gen = torch.Generator().manual_seed(cfg.seed)
-    class_text = torch.randn(NUM_CLASSES, 1, mcfg.text_dim, generator=gen).to(device)
+    class_text, val = validation_set(cfg)
     clip_args = dict(channels=mcfg.in_channels, frames=cfg.frames, height=cfg.size, width=cfg.size)
-    val_x, val_y = batch(range(10**6, 10**6 + cfg.eval_clips), seed=cfg.seed, **clip_args)
-    val_noise, val_t = torch.randn(val_x.shape, generator=gen), torch.rand(cfg.eval_clips, generator=gen)
-    val = [t.to(device) for t in (val_x, val_y, val_noise, val_t)]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     data_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -137,14 +136,41 @@ def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None,
         times.append(time.perf_counter() - start)
         losses.append(float(loss.detach()))
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            with torch.no_grad():
-                vals.append((step, float(_loss(compiled, *val[:2], class_text, *val[2:]))))
-                vals_fp.append((step, float(_loss(model, *val[:2], class_text, *val[2:]))))
+            vals.append((step, validation_loss(compiled, class_text, val)))
+            vals_fp.append((step, validation_loss(model, class_text, val)))
             if checkpoint_path:
                 _write_json(checkpoint_path, _arm_summary(recipe, losses, vals, vals_fp, times, compiled, step))
         if progress:
             progress.update(task, advance=1, description=f"training {recipe}: loss {losses[-1]:.4f}")
+    if weights_path:
+        _save_weights(model, weights_path)
     return _arm_summary(recipe, losses, vals, vals_fp, times, compiled, cfg.steps)
+
+
+def validation_set(cfg: TrainConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(class "text" embeddings [classes, 1, text_dim], [clips, labels, noise, t]) of the held-out
+    validation clips, on ``cfg.device``: the same for every arm and run with the same seed."""
+    mcfg = cfg.model_config()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    class_text = torch.randn(NUM_CLASSES, 1, mcfg.text_dim, generator=gen)
+    clip_args = dict(channels=mcfg.in_channels, frames=cfg.frames, height=cfg.size, width=cfg.size)
+    val_x, val_y = batch(range(10**6, 10**6 + cfg.eval_clips), seed=cfg.seed, **clip_args)
+    val_noise, val_t = torch.randn(val_x.shape, generator=gen), torch.rand(cfg.eval_clips, generator=gen)
+    return class_text.to(cfg.device), [t.to(cfg.device) for t in (val_x, val_y, val_noise, val_t)]
+
+
+def validation_loss(model, class_text: torch.Tensor, val: list[torch.Tensor]) -> float:
+    """Flow-matching loss of ``model`` on the validation set of ``validation_set``."""
+    videos, labels, noise, t = val
+    with torch.no_grad():
+        return float(_loss(model, videos, labels, class_text, noise, t))
+
+
+def _save_weights(model, path: str) -> None:
+    """The trained (fp32 master) weights, written through a temporary file."""
+    tmp = path + ".tmp"
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
 
 
 def _arm_summary(recipe, losses, vals, vals_fp, times, compiled, steps_done) -> dict:
@@ -187,14 +213,16 @@ def plot(arms: list[dict], path: str) -> None:
 
 
 def run(cfg: TrainConfig, out_dir: str, progress: bool = True) -> dict:
-    """Train the configured arms into ``out_dir`` (``arm_<recipe>.json`` each); with both arms,
+    """Train the configured arms into ``out_dir`` (``arm_<recipe>.json`` each, and the trained
+    weights as ``arm_<recipe>.pt``); with both arms,
     also write ``loss_curves.png`` and ``summary.json`` (see :func:`summarize`)."""
     os.makedirs(out_dir, exist_ok=True)
     arms = []
     with Progress(disable=not progress) as bar:
         for recipe in cfg.arm_list():
             path = os.path.join(out_dir, f"arm_{recipe}.json")  # kept even if a later arm fails
-            arms.append(train_arm(recipe, cfg, bar, checkpoint_path=path) | {"config": asdict(cfg)})
+            weights = os.path.join(out_dir, f"arm_{recipe}.pt")
+            arms.append(train_arm(recipe, cfg, bar, checkpoint_path=path, weights_path=weights) | {"config": asdict(cfg)})
             _write_json(path, arms[-1])
     if len(arms) < 2:
         return {"config": asdict(cfg), "arms": arms}
@@ -202,15 +230,19 @@ def run(cfg: TrainConfig, out_dir: str, progress: bool = True) -> dict:
 
 
 def summarize(cfg: TrainConfig, arms: list[dict], out_dir: str) -> dict:
-    """Compare the NVFP4 arm (``arms[0]``) with the bf16 arm; write the plot and ``summary.json``."""
-    nvfp4_val, bf16_val = arms[0]["val"][-1][1], arms[1]["val"][-1][1]
+    """Compare the NVFP4 arm (``arms[0]``) with the bf16 arm at the last step both evaluated (an
+    arm cut off by a time limit is compared where it stopped); write the plot and ``summary.json``."""
+    step = _last_common_step(arms)
+    val = [dict(a["val"])[step] for a in arms]
+    val_fp = [dict(a["val_full_precision"])[step] for a in arms]
     summary = {
         "config": asdict(cfg),
-        "final_val_loss": {"nvfp4": nvfp4_val, "bf16": bf16_val},
-        "val_loss_ratio_nvfp4_over_bf16": nvfp4_val / bf16_val,
+        "compared_at_step": step,
+        "final_val_loss": {"nvfp4": val[0], "bf16": val[1]},
+        "val_loss_ratio_nvfp4_over_bf16": val[0] / val[1],
         # the NVFP4-trained weights evaluated without quantization: training quality alone
-        "final_val_loss_full_precision": {a["recipe"]: a["val_full_precision"][-1][1] for a in arms},
-        "val_loss_ratio_full_precision": arms[0]["val_full_precision"][-1][1] / arms[1]["val_full_precision"][-1][1],
+        "final_val_loss_full_precision": {a["recipe"]: v for a, v in zip(arms, val_fp)},
+        "val_loss_ratio_full_precision": val_fp[0] / val_fp[1],
         "step_seconds_median": {a["recipe"]: a["step_seconds_median"] for a in arms},
         "step_time_ratio_nvfp4_over_bf16": arms[0]["step_seconds_median"] / arms[1]["step_seconds_median"],
         "arms": arms,
@@ -219,6 +251,13 @@ def summarize(cfg: TrainConfig, arms: list[dict], out_dir: str) -> dict:
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def _last_common_step(arms: list[dict]) -> int:
+    steps = set.intersection(*({step for step, _ in a["val"]} for a in arms))
+    if not steps:
+        raise ValueError("arms: no evaluation step in common (compare runs with the same --eval-every)")
+    return max(steps)
 
 
 def summarize_dir(out_dir: str, cfg: TrainConfig | None = None) -> dict:
