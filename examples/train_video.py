@@ -4,7 +4,8 @@
     python examples/train_video.py --steps 3000 --device cuda --dim 256 --layers 4 --out runs/h100
     (add --cuda-graphs on a GPU to replay each step as CUDA graphs: much less host time per step)
 
-Writes runs/.../loss_curves.png and summary.json (final validation losses, their ratio, step times).
+Writes runs/.../loss_curves.png and summary.json (final validation losses, their ratio, step times)
+and each arm's trained weights (arm_<recipe>.pt; benchmarks/layer_sensitivity.py reads them).
 Same as `nvfp4 train`. To train the arms in two processes sharing one GPU:
 
     python examples/train_video.py --arms nvfp4 --out runs/h100 & \
@@ -27,6 +28,7 @@ if __name__ == "__main__":
     if "final_val_loss" not in summary:
         arm = summary["arms"][0]
         raise SystemExit(f"{arm['recipe']}: final validation loss {arm['val'][-1][1]:.4f}; wrote {out}")
-    print(f"final validation loss (step {summary['compared_at_step']}): NVFP4 {summary['final_val_loss']['nvfp4']:.4f}, "
+    print(f"final validation loss (step {summary['compared_at_step']}): "
+          f"NVFP4 {summary['final_val_loss']['nvfp4']:.4f}, "
           f"bf16 {summary['final_val_loss']['bf16']:.4f} (ratio {summary['val_loss_ratio_nvfp4_over_bf16']:.3f}); "
           f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")

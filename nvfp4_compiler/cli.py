@@ -245,7 +245,8 @@ def demo(
 @app.command()
 def train(
     steps: int = typer.Option(300, min=1, help="Optimizer steps per arm."),
-    out: str = typer.Option("runs/train", "--out", help="Folder for loss_curves.png and summary.json."),
+    out: str = typer.Option("runs/train", "--out", help="Folder for loss_curves.png, summary.json and each arm's "
+                                                         "trained weights (arm_<recipe>.pt)."),
     device: str = typer.Option("auto", help="'auto', 'cpu' or 'cuda'."),
     dim: int = typer.Option(128, min=16, help="Model width (multiple of 16 x heads)."),
     layers: int = typer.Option(2, min=1, help="Transformer blocks."),
@@ -274,8 +275,8 @@ def train(
                           keep_first_blocks=keep_first_blocks)
         summary = run(cfg, out)
         final, ratio = summary["final_val_loss"], summary["val_loss_ratio_nvfp4_over_bf16"]
-        print(f"final validation loss (step {summary['compared_at_step']}): NVFP4 {final['nvfp4']:.4f}, bf16 {final['bf16']:.4f} (ratio {ratio:.3f}); "
-              f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")
+        print(f"final validation loss (step {summary['compared_at_step']}): NVFP4 {final['nvfp4']:.4f}, "
+              f"bf16 {final['bf16']:.4f} (ratio {ratio:.3f}); step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")
 
 
 BENCHMARKS = ("quantize", "gemm", "static_operand", "block", "attention", "training")
