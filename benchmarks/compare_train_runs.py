@@ -21,11 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from common import print_table, write_json  # noqa: E402
 
-
-def ratios(summary: dict, key: str) -> dict[int, float]:
-    """step -> NVFP4 / bf16 validation loss over the steps both arms evaluated."""
-    nvfp4, bf16 = (dict(arm[key]) for arm in summary["arms"])
-    return {int(step): nvfp4[step] / bf16[step] for step in sorted(set(nvfp4) & set(bf16))}
+from nvfp4_compiler.trainer import val_ratios  # noqa: E402
 
 
 def load_run(path: str) -> dict:
@@ -34,7 +30,7 @@ def load_run(path: str) -> dict:
     match = re.fullmatch(r"(.+)_s(\d+)", os.path.basename(os.path.normpath(path)))
     if not match:
         raise SystemExit(f"RUN: expected a directory named <variant>_s<seed>, got {path}")
-    own, full = ratios(summary, "val"), ratios(summary, "val_full_precision")
+    own, full = val_ratios(summary["arms"], "val"), val_ratios(summary["arms"], "val_full_precision")
     last = max(own)
     tail = sorted(own)[-3:]
     return {"run": path, "variant": match[1], "seed": int(match[2]), "step": last,
@@ -53,10 +49,10 @@ def plot(rows: list[dict], path: str) -> None:
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
     for i, variant in enumerate(variants):
-        for r in (r for r in rows if r["variant"] == variant):
+        for n, r in enumerate(r for r in rows if r["variant"] == variant):
             steps = sorted(r["own_curve"])
             ax1.plot(steps, [r["own_curve"][s] for s in steps], color=f"C{i}", alpha=0.7,
-                     label=variant if r is next(x for x in rows if x["variant"] == variant) else None)
+                     label=variant if n == 0 else None)   # one legend entry per variant
         own = [r["own"] for r in rows if r["variant"] == variant]
         ax2.scatter([i] * len(own), own, color=f"C{i}")
         ax2.scatter([i], [statistics.mean(own)], color="black", marker="_", s=400)

@@ -9,22 +9,18 @@ set -uo pipefail
 OUT=${OUT:-out}; RUNS=${RUNS:-/tmp/keep_first_block_runs}; mkdir -p "$OUT" "$RUNS"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 STEPS=${STEPS:-3000}; SEEDS=${SEEDS-0 1}; RECIPE_SEEDS=${RECIPE_SEEDS-0}
-COMMON=(--device cuda --cuda-graphs --dim 512 --layers 8 --heads 4 --lr 1e-3 --batch-size 16 --steps "$STEPS"
-        --eval-every 250 --eval-clips "${CLIPS:-128}")
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$RUNS/gpu.txt"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$RUNS/gpu.txt"
-
-arm() {  # arm NAME SEED ARGS...: one training process into $RUNS/NAME
+source benchmarks/device_train_arms.sh
+COMMON+=(--eval-clips "${CLIPS:-128}")
+record_versions "$RUNS/gpu.txt"
+run() {  # run NAME SEED ARGS...: one arm into $RUNS/NAME
   local name=$1 seed=$2; shift 2
-  mkdir -p "$RUNS/$name"
-  timeout "${LIMIT:-500}" python3 examples/train_video.py "${COMMON[@]}" --seed "$seed" --out "$RUNS/$name" "$@" \
-    > "$RUNS/$name/log.txt" 2>&1
+  arm "$RUNS/$name" "$RUNS/$name/log.txt" --seed "$seed" "$@"
 }
 for s in $SEEDS; do
-  arm "bf16_s$s" "$s" --arms bf16 &
-  arm "first_block_s$s" "$s" --arms nvfp4 --keep-first-blocks 1 &
+  run "bf16_s$s" "$s" --arms bf16 &
+  run "first_block_s$s" "$s" --arms nvfp4 --keep-first-blocks 1 &
 done
-for s in $RECIPE_SEEDS; do arm "recipe_s$s" "$s" --arms nvfp4 & done
+for s in $RECIPE_SEEDS; do run "recipe_s$s" "$s" --arms nvfp4 & done
 wait
 for s in $(printf "%s\n" $SEEDS $RECIPE_SEEDS | sort -un); do  # each NVFP4 arm against its seed's bf16 arm
   for name in "first_block_s$s" "recipe_s$s"; do

@@ -13,20 +13,14 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 STEPS=${STEPS:-1500}
 KEEP_A=${KEEP_A:-blocks.0.ffn.up}
 KEEP_B=${KEEP_B:-blocks.0.*}
-COMMON=(--device cuda --cuda-graphs --dim 512 --layers 8 --heads 4 --lr 1e-3 --batch-size 16 --steps "$STEPS"
-        --eval-every 250)
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$REPORT/gpu.txt"
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$REPORT/gpu.txt"
+LIMIT=${LIMIT:-420}
+source benchmarks/device_train_arms.sh
+record_versions "$REPORT/gpu.txt"
 
-arm() {  # arm NAME ARGS...: one training process into $RUNS/NAME, its log into $REPORT
-  local name=$1; shift
-  mkdir -p "$RUNS/$name"
-  timeout "${LIMIT:-420}" python3 examples/train_video.py "${COMMON[@]}" --out "$RUNS/$name" "$@" > "$REPORT/log_$name.txt" 2>&1
-}
-arm bf16 --arms bf16 &
-arm recipe --arms nvfp4 &
-arm keep_a --arms nvfp4 --keep-bf16 "$KEEP_A" &
-arm keep_b --arms nvfp4 --keep-bf16 "$KEEP_B" &
+arm "$RUNS/bf16" "$REPORT/log_bf16.txt" --arms bf16 &
+arm "$RUNS/recipe" "$REPORT/log_recipe.txt" --arms nvfp4 &
+arm "$RUNS/keep_a" "$REPORT/log_keep_a.txt" --arms nvfp4 --keep-bf16 "$KEEP_A" &
+arm "$RUNS/keep_b" "$REPORT/log_keep_b.txt" --arms nvfp4 --keep-bf16 "$KEEP_B" &
 wait
 for name in recipe keep_a keep_b; do  # each NVFP4 arm against the one bf16 arm
   cp "$RUNS/bf16/arm_bf16.json" "$RUNS/$name/" && python3 examples/train_video.py --combine --out "$RUNS/$name" 2>&1 | tail -n 1

@@ -28,6 +28,7 @@ from rich.progress import Progress
 from rich.table import Table
 from torch import nn
 
+from .checkpoint import plan
 from .config import Config
 from .format import quantize
 
@@ -35,11 +36,7 @@ from .format import quantize
 def quantizable_linears(model: nn.Module, config: Config | None = None) -> list[str]:
     """Names of the ``nn.Linear`` modules that ``nvfp4.compile(model, config)`` would quantize
     (its include/exclude globs, kept blocks and the K % 16 rule), in module order."""
-    config = config or Config()
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    blocks = config.count_blocks(n for n, _ in linears)
-    return [n for n, m in linears
-            if config.linear_exclusion_reason(n, m.in_features, m.weight.dtype, blocks, allow_pad=False) is None]
+    return plan(model, config or Config()).quantized
 
 
 def _fake_quantized_forward(linear: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -53,23 +50,36 @@ def _fake_quantized_forward(linear: nn.Linear) -> Callable[[torch.Tensor], torch
     return forward
 
 
+def _fake_quantized_forwards(model: nn.Module, names: Iterable[str]) -> dict[str, Callable]:
+    forwards = {}
+    for name in names:
+        module = model.get_submodule(name)
+        if not isinstance(module, nn.Linear):
+            raise TypeError(f"names: {name!r} is a {type(module).__name__}, expected an nn.Linear")
+        forwards[name] = _fake_quantized_forward(module)
+    return forwards
+
+
 @contextmanager
-def fake_quantized(model: nn.Module, names: Iterable[str]):
-    """Inside the block, the named linears of ``model`` compute what their NVFP4 inference GEMMs
-    compute (inputs and weights through the reference quantize-dequantize); restored on exit,
-    also after an exception. For evaluation: weights must not change inside the block."""
-    patched = []
+def _patched(model: nn.Module, forwards: dict[str, Callable]):
+    """The named modules run ``forwards[name]`` inside the block (the instance attribute shadows
+    the class's forward); restored on exit, also after an exception."""
+    modules = [model.get_submodule(name) for name in forwards]
     try:
-        for name in names:
-            module = model.get_submodule(name)
-            if not isinstance(module, nn.Linear):
-                raise TypeError(f"names: {name!r} is a {type(module).__name__}, expected an nn.Linear")
-            module.forward = _fake_quantized_forward(module)   # the instance attribute shadows the class's
-            patched.append(module)
+        for module, forward in zip(modules, forwards.values()):
+            module.forward = forward
         yield model
     finally:
-        for module in patched:
-            del module.forward
+        for module in modules:
+            module.__dict__.pop("forward", None)
+
+
+def fake_quantized(model: nn.Module, names: Iterable[str]):
+    """Inside the block (``with fake_quantized(model, names):``), the named linears of ``model``
+    compute what their NVFP4 inference GEMMs compute (inputs and weights through the reference
+    quantize-dequantize); restored on exit, also after an exception. For evaluation: weights must
+    not change inside the block."""
+    return _patched(model, _fake_quantized_forwards(model, names))
 
 
 def _linear_flops(model: nn.Module, names: list[str], evaluate: Callable[[nn.Module], float]) -> tuple[float, dict]:
@@ -166,13 +176,14 @@ def layer_sensitivity(model: nn.Module, evaluate: Callable[[nn.Module], float], 
     with torch.no_grad():
         full, flops = _linear_flops(model, names, evaluate)
         total = sum(flops.values()) or 1.0
-        with fake_quantized(model, names):
+        forwards = _fake_quantized_forwards(model, names)   # each weight quantized once for all runs
+        with _patched(model, forwards):
             every = float(evaluate(model))
         kept = {}
         with Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task("sensitivity", total=len(names))
             for name in names:
-                with fake_quantized(model, [n for n in names if n != name]):
+                with _patched(model, {n: f for n, f in forwards.items() if n != name}):
                     kept[name] = float(evaluate(model))
                 bar.advance(task)
     return Sensitivity(float(full), every, kept, {n: f / total for n, f in flops.items()})

@@ -73,6 +73,10 @@ class TrainConfig:
                     stochastic_gradients=self.stochastic_gradients, four_over_six=self.four_over_six,
                     cuda_graphs=self.cuda_graphs)
 
+    def clip_arguments(self) -> dict:
+        """``video_data.batch``'s clip geometry for this model."""
+        return dict(channels=self.model_config().in_channels, frames=self.frames, height=self.size, width=self.size)
+
     def model_config(self):
         return get_config("tiny", dim=self.dim, ffn_dim=4 * self.dim, num_heads=self.heads,
                           head_dim=self.dim // self.heads, num_layers=self.layers, latent_height=self.size,
@@ -113,7 +117,7 @@ def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None,
     model = build_model(mcfg, seed=cfg.seed, device=device).train()
     compiled = nvfp4_compile(model, recipe=recipe, **cfg.compile_options())
     class_text, val = validation_set(cfg)
-    clip_args = dict(channels=mcfg.in_channels, frames=cfg.frames, height=cfg.size, width=cfg.size)
+    clip_args = cfg.clip_arguments()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.steps)
     data_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -150,11 +154,9 @@ def train_arm(recipe: str, cfg: TrainConfig, progress: Progress | None = None,
 def validation_set(cfg: TrainConfig) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(class "text" embeddings [classes, 1, text_dim], [clips, labels, noise, t]) of the held-out
     validation clips, on ``cfg.device``: the same for every arm and run with the same seed."""
-    mcfg = cfg.model_config()
     gen = torch.Generator().manual_seed(cfg.seed)
-    class_text = torch.randn(NUM_CLASSES, 1, mcfg.text_dim, generator=gen)
-    clip_args = dict(channels=mcfg.in_channels, frames=cfg.frames, height=cfg.size, width=cfg.size)
-    val_x, val_y = batch(range(10**6, 10**6 + cfg.eval_clips), seed=cfg.seed, **clip_args)
+    class_text = torch.randn(NUM_CLASSES, 1, cfg.model_config().text_dim, generator=gen)
+    val_x, val_y = batch(range(10**6, 10**6 + cfg.eval_clips), seed=cfg.seed, **cfg.clip_arguments())
     val_noise, val_t = torch.randn(val_x.shape, generator=gen), torch.rand(cfg.eval_clips, generator=gen)
     return class_text.to(cfg.device), [t.to(cfg.device) for t in (val_x, val_y, val_noise, val_t)]
 
@@ -253,8 +255,15 @@ def summarize(cfg: TrainConfig, arms: list[dict], out_dir: str) -> dict:
     return summary
 
 
+def val_ratios(arms: list[dict], key: str = "val") -> dict[int, float]:
+    """step -> NVFP4 arm's / bf16 arm's validation loss (``key``: "val" for each arm's own forward,
+    "val_full_precision"), over the steps both arms evaluated."""
+    nvfp4, bf16 = (dict(arm[key]) for arm in arms)
+    return {int(step): nvfp4[step] / bf16[step] for step in sorted(set(nvfp4) & set(bf16))}
+
+
 def _last_common_step(arms: list[dict]) -> int:
-    steps = set.intersection(*({step for step, _ in a["val"]} for a in arms))
+    steps = val_ratios(arms)
     if not steps:
         raise ValueError("arms: no evaluation step in common (compare runs with the same --eval-every)")
     return max(steps)
