@@ -5,10 +5,12 @@ extra read of the amax pass). Target (issue): >= 90% of copy bandwidth. Two copy
 1 GiB copy's bandwidth (the GPU's best), and, per row, a copy moving the same bytes as the
 quantization, timed the same way (CUDA graph), whose launch and tail costs match the row's.
 
-    python benchmarks/bench_quantize.py [--json out.json] [--graph-only] [--four-over-six]
+    python benchmarks/bench_quantize.py [--json out.json] [--graph-only] [--four-over-six] [--stochastic]
 
 ``--four-over-six`` adds the Four Over Six kernel (both candidate scales per block), amax given,
-in CUDA graphs, as a ratio to the spec's kernel in the same run.
+in CUDA graphs, as a ratio to the spec's kernel in the same run. ``--stochastic`` adds the training
+recipe's gradient quantization (RHT + stochastic rounding, the seed read from device memory as
+training passes it), timed the same way.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 from common import WORKLOADS, bench_graph_ms, bench_ms, copy_bandwidth_gbs, environment, print_table, rotations_for, write_json  # noqa: E402
 
 
-def run(json_path: str | None = None, graph_only: bool = False, four_over_six: bool = False) -> dict:
+def run(json_path: str | None = None, graph_only: bool = False, four_over_six: bool = False,
+        stochastic: bool = False) -> dict:
     from nvfp4_compiler.backends.triton.quantize import quantize
 
     copy_gbs = copy_bandwidth_gbs()
@@ -62,10 +65,17 @@ def run(json_path: str | None = None, graph_only: bool = False, four_over_six: b
                     lambda i: quantize(xs[i], amaxes[i], four_over_six=True), n_rot, replays=5)
                 row["four_over_six_time_ratio"] = row["ms_four_over_six_graph"] / given_graph
                 rows[-1] += [row["ms_four_over_six_graph"] * 1e3, row["four_over_six_time_ratio"]]
+            if stochastic:
+                seed = torch.tensor([12345], dtype=torch.int64, device="cuda")
+                row["ms_rht_stochastic_graph"] = bench_graph_ms(
+                    lambda i: quantize(xs[i], amaxes[i], rht=True, seed=seed), n_rot, replays=5)
+                row["rht_stochastic_time_ratio"] = row["ms_rht_stochastic_graph"] / given_graph
+                rows[-1] += [row["ms_rht_stochastic_graph"] * 1e3, row["rht_stochastic_time_ratio"]]
     print_table(f"NVFP4 quantize (bf16 in), copy bandwidth {copy_gbs:.0f} GB/s",
                 ["model", "M x K", "us (amax given)", "GB/s", "x copy", "us (given, graph)", "x copy (graph)",
                  "us (same-bytes copy, graph)", "x same-bytes copy", "us (dynamic)", "GB/s", "x copy"]
-                + (["us 4/6 (given, graph)", "4/6 time / spec's"] if four_over_six else []), rows)
+                + (["us 4/6 (given, graph)", "4/6 time / spec's"] if four_over_six else [])
+                + (["us RHT+SR (given, graph)", "RHT+SR time / spec's"] if stochastic else []), rows)
     payload = {"environment": environment(), "copy_gbs": copy_gbs, "results": results}
     write_json(json_path, payload)
     return payload
@@ -78,5 +88,7 @@ if __name__ == "__main__":
                         help="only the CUDA-graph columns (amax given), for comparing kernel variants quickly")
     parser.add_argument("--four-over-six", action="store_true",
                         help="also time the Four Over Six kernel (amax given, graph) beside the spec's")
+    parser.add_argument("--stochastic", action="store_true",
+                        help="also time RHT + stochastic rounding (the recipe's gradient operands) beside the spec's")
     args = parser.parse_args()
-    run(args.json, args.graph_only, args.four_over_six)
+    run(args.json, args.graph_only, args.four_over_six, args.stochastic)

@@ -91,21 +91,23 @@ def block_scale_candidate(block_amax, s_enc, s_dec, RECIPROCAL: tl.constexpr):
 def e2m1_encode(v):
     """E2M1 codes (int32, 0..15) of fp32 ``v``, saturating at +-6; sign from the sign bit.
 
-    Nearest-even on the fp32 bit pattern instead of seven threshold compares (the quantize kernel
-    is bound by instructions per element: 41 -> 26 PTX instructions per element with the word
-    packing below):
-    |v| < 1: 2|v| + 2^23 rounds 2|v| to an integer q in the low mantissa bits; q is the code
-    (0, 1 = 0.5, 2 = 1.0). |v| >= 1: keeping one of the 23 mantissa bits, ties to even, leaves
-    exponent and mantissa as 254..259 for 1.0..6.0, i.e. the code (2..7) + 252; the - 252 is
-    folded into the rounding constant (252 << 22 = 0x3F000000).
-    (A variant extracting both candidates with & 7 measured 2-4% slower on the H100.)
+    One fp32 addition rounds |v| to E2M1's grid, ties to even, and leaves the code in the sum's
+    low bits. The quantize kernel is bound by its instructions per element: this encoder takes
+    about 8 SASS instructions where the previous one (small and normal ranges apart, then a
+    select) took 11, and the kernel ran 3-10% faster on the H100 (nineteenth session).
+    E2M1's spacing is 2^(E-1) in binade E = 0, 1, 2 ([0, 2), [2, 4), [4, 6]): the ulp of
+    M = 2^(E+22), so |v| + M rounds |v| to the grid in hardware. Adding 2E to M's bit pattern
+    (2E more ulps: an even number, so ties still go to even) moves the sum's low mantissa bits
+    from |v| / spacing (0..4 at E = 0, 2..4 at E = 1, 2..3 at E = 2) to exactly the code (0..4,
+    4..6, 6..7): code = bits & 7. M's pattern is one multiply-add of |v|'s biased exponent,
+    clamped below at 127 (E = 0 also covers E2M1's subnormal 0.5).
     """
     a = tl.minimum(tl.abs(v), 6.0)
-    small = (a * 2.0 + 8388608.0).to(tl.int32, bitcast=True) - 0x4B000000
-    u = a.to(tl.int32, bitcast=True)
-    normal = (u + (0x1FFFFF - 0x3F000000) + ((u >> 22) & 1)) >> 22
-    sign = (v.to(tl.int32, bitcast=True) >> 28) & 8
-    return tl.where(a < 1.0, small, normal) | sign
+    biased = tl.maximum(a.to(tl.int32, bitcast=True) >> 23, 127)
+    magic = biased * 0x800002 + (0x4A800000 - 127 * 0x800002)        # 2^(E+22) + 2E ulps
+    total = (a + magic.to(tl.float32, bitcast=True)).to(tl.int32, bitcast=True)
+    sign = (v.to(tl.uint32, bitcast=True) >> 28).to(tl.int32)          # bit 3: the sign
+    return sign ^ ((sign ^ total) & 7)                                  # bits 0-2 from total: one LOP3
 
 
 @triton.jit
@@ -268,7 +270,9 @@ def e2m1_encode_stochastic(v, u):
     lower += (a >= 2.0).to(tl.int32) + (a >= 3.0).to(tl.int32) + (a >= 4.0).to(tl.int32) + (a >= 6.0).to(tl.int32)
     lower = tl.minimum(lower, 6)
     lo = _e2m1_magnitude(lower)
-    p_up = tl.math.div_rn(a - lo, _e2m1_magnitude(lower + 1) - lo)
+    # (a - lo) / gap: the gaps (0.5, 1, 2) are powers of two, so the product with 1 / gap is the
+    # IEEE quotient exactly, without a division per element
+    p_up = (a - lo) * tl.where(lower < 4, 2.0, tl.where(lower < 6, 1.0, 0.5))
     idx = lower + (u < p_up).to(tl.int32)
     sign = (v.to(tl.int32, bitcast=True) >> 31) & 1
     return idx | (sign << 3)
