@@ -10,7 +10,7 @@ change to any of its modules can be timed against the commit before it:
     python benchmarks/ab_gemm.py --before .baseline/before [--json out.json]
 
 (``.baseline`` is git-ignored; the device tool carries it with ``carry``.) Rows: every GEMM of a
-Wan-1.3B and a Wan-5B block at M = 16, 64 and the full chunk (``--small-only`` / ``--full-only``:
+Wan-1.3B and a Wan-5B block at M = 1, 16, 64 and the full chunk (``--small-only`` / ``--full-only``:
 one or the other, as bench_gemm.py), then the per-tensor amax kernel at two activation shapes.
 Outputs and amax of the two variants are compared bit for bit.
 """
@@ -95,7 +95,7 @@ def run(before_dir: str, json_path: str | None = None, models=tuple(WORKLOADS), 
     for model in models:
         for name, k, n, kind in block_gemms(model):
             full_chunk = WORKLOADS[model][2]
-            for m in (16, 64) if small_only else (full_chunk,) if full_only else (16, 64, full_chunk):
+            for m in (1, 16, 64) if small_only else (full_chunk,) if full_only else (1, 16, 64, full_chunk):
                 r = gemm_row(variants, m, k, n, kind)
                 r.update(model=model, gemm=name)
                 results.append(r)
@@ -119,7 +119,7 @@ def run(before_dir: str, json_path: str | None = None, models=tuple(WORKLOADS), 
 
 if __name__ == "__main__":
     parser = ab_arguments(__doc__, WORKLOADS)
-    parser.add_argument("--small-only", action="store_true", help="only the M = 16 and 64 rows")
+    parser.add_argument("--small-only", action="store_true", help="only the M = 1, 16 and 64 rows")
     parser.add_argument("--full-only", action="store_true", help="only the full-chunk rows")
     args = parse_ab_arguments(parser)
     run(args.before, args.json, args.models, args.small_only, args.full_only)

@@ -22,10 +22,11 @@ from triton.compiler import ASTSource
 
 from nvfp4_compiler.backends.triton import gemm
 
-ARGS = ["a_ptr", "as_ptr", "w_ptr", "ws_ptr", "a_gs_ptr", "w_gs_ptr", "bias_ptr", "gate_ptr", "res_ptr", "out_ptr",
-        "amax_ptr", "acc_ptr", "M", "N", "KP", "T", "stride_gb", "stride_gt", "stride_gn", "stride_rb", "stride_rt",
-        "stride_rn"]
-TYPES = ["*u8"] * 4 + ["*fp32"] * 2 + ["*bf16"] * 4 + ["*fp32"] * 2 + ["i32"] * 10
+#: Pointer arguments' element types; every other runtime argument is an i32.
+POINTER_TYPES = {"a_ptr": "*u8", "as_ptr": "*u8", "w_ptr": "*u8", "ws_ptr": "*u8", "a_gs_ptr": "*fp32",
+                 "w_gs_ptr": "*fp32", "bias_ptr": "*fp32", "gate_ptr": "*bf16", "res_ptr": "*bf16",
+                 "out_ptr": "*bf16", "amax_ptr": "*fp32", "q_data_ptr": "*i32", "q_scale_ptr": "*u8",
+                 "q_amax_ptr": "*fp32", "q_gs_ptr": "*fp32", "work_ptr": "*fp32"}
 
 
 def _ptxas() -> str:
@@ -36,10 +37,10 @@ def _ptxas() -> str:
 
 
 def report(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> str:
-    consts = dict(ACT=2, HAS_BIAS=True, HAS_GATE=False, HAS_RES=False, WANT_AMAX=True, SPLIT_K=4, A_DECODED=False,
-                  BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8)
-    consts = {k: v for k, v in consts.items() if k in gemm.gemm_kernel.fn.arg_names}
-    signature = dict(zip(ARGS, TYPES)) | {k: "constexpr" for k in consts}
+    consts = dict(ACT=2, HAS_BIAS=True, HAS_GATE=False, HAS_RES=False, WANT_AMAX=True, QUANT_OUT=False, SPLIT_K=4,
+                  ONE_LAUNCH=True, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8)
+    signature = {name: "constexpr" if name in consts else POINTER_TYPES.get(name, "i32")
+                 for name in gemm.gemm_kernel.fn.arg_names}
     compiled = triton.compile(ASTSource(fn=gemm.gemm_kernel.fn, signature=signature, constexprs=consts),
                               target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,7 @@ Wan-1.3B and a Wan-5B block, against the count ``choose_split_k`` picks, GPU tim
 replays in one run. Each row also names the tile the autotuner chose and how many waves of SMs
 (programs / SM count) the grid makes, so a rule can be read off the table.
 
-    python benchmarks/sweep_split_k.py [--json out.json] [--models wan-1.3b ...]
+    python benchmarks/sweep_split_k.py [--json out.json] [--models wan-1.3b ...] [--rows 64]
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ def sweep_row(m: int, k: int, n: int, kind: str) -> dict:
             "waves": waves, "default_over_best": us[default] / us[best]}
 
 
-def run(json_path: str | None = None, models=tuple(WORKLOADS)) -> dict:
+def run(json_path: str | None = None, models=tuple(WORKLOADS), row_counts=(16, 64)) -> dict:
     results, rows = [], []
     for model in models:
         for name, k, n, kind in block_gemms(model):
-            for m in (16, 64):
+            for m in row_counts:
                 r = sweep_row(m, k, n, kind)
                 r.update(model=model, gemm=name)
                 results.append(r)
@@ -60,5 +60,7 @@ def run(json_path: str | None = None, models=tuple(WORKLOADS)) -> dict:
 
 
 if __name__ == "__main__":
-    args = arguments(__doc__, WORKLOADS).parse_args()
-    run(args.json, args.models)
+    parser = arguments(__doc__, WORKLOADS)
+    parser.add_argument("--rows", nargs="+", type=int, default=[16, 64], help="activation row counts M to sweep")
+    args = parser.parse_args()
+    run(args.json, args.models, tuple(args.rows))

@@ -459,20 +459,25 @@ def test_split_k_counts_tiles_as_the_autotuner_picks_them(monkeypatch):
     assert tgemm.choose_split_k(16, 1536, 8960, DEVICE) == 1
 
 
-def test_gemv_leaves_its_persistent_workspace_zeroed_between_calls():
-    """The GEMV's partial sums, tickets and tile maxima live in a workspace reused by every call on
-    a stream; each call must zero what it used. Calls of different shapes and splits back to back
-    all match the reference, and the workspace is all zeros after each."""
-    from nvfp4_compiler.backends.triton import gemv
+@pytest.mark.parametrize("path", ["vector", "tile"])
+def test_split_k_leaves_the_persistent_workspace_zeroed_between_calls(path):
+    """The GEMV's and the tile kernel's partial sums, tickets and tile maxima live in a workspace
+    reused by every call on a stream; each call must zero what it used. Calls of different shapes
+    and splits back to back all match the reference (amax included), and the workspace is all
+    zeros after each."""
+    from nvfp4_compiler.backends.triton import split_k as tsplit
 
-    for n, k, split in [(48, 160, 5), (40, 64, 1), (48, 160, 3), (200, 96, 2)]:
-        args = _operands((1,), n, k, seed=n + k)
-        got, amax = tgemm.gemm(*args, None, "none", None, None, torch.float32, vector=True, split_k=split)
+    cases = {"vector": [((1,), 48, 160, 5), ((1,), 40, 64, 1), ((1,), 48, 160, 3), ((1,), 200, 96, 2)],
+             "tile": [((5,), 48, 160, 5), ((2, 9), 40, 64, 1), ((33,), 48, 160, 3), ((3,), 200, 96, 2)]}[path]
+    for lead, n, k, split in cases:
+        args = _operands(lead, n, k, seed=n + k)
+        got, amax = tgemm.gemm(*args, None, "none", None, None, torch.float32, vector=path == "vector",
+                               split_k=split)
         want, want_amax = reference.gemm_op(*args, None, "none", None, None, torch.float32)
         assert (got - want).norm() / want.norm() < 1e-5
         assert torch.allclose(amax, want_amax, rtol=1e-5)
-        (work,) = [w for key, w in gemv._WORKSPACES.items() if key[0] == got.device]
-        assert torch.count_nonzero(work) == 0, (n, k, split)
+        (work,) = [w for key, w in tsplit._WORKSPACES.items() if key[0] == got.device]
+        assert torch.count_nonzero(work) == 0, (lead, n, k, split)
 
 
 def test_compiled_tiny_model_on_triton_equals_reference_backend():

@@ -6,15 +6,16 @@ Operands (M rows of activations, N output features, Kp reduction length padded t
     w_data  [N, Kp/2]   uint8     weights, E2M1 pairs            w_scale [N, Kp/16]  E4M3 bits
     a_gs, w_gs  [1]     fp32      per-tensor decode scales (alpha = a_gs * w_gs)
     bias [N], gate / residual viewed as [B, T, N] (M = B*T, any strides, broadcast = stride 0)
-    out  [M, N]  bf16/fp16/fp32,  amax [1] fp32 (max |out| after rounding, by atomic max)
+    out  [M, N]  bf16/fp16/fp32,  amax [1] fp32 (max |out| after rounding)
     or, with a static next amax (QUANT_OUT), the rounded out quantized to NVFP4 along N instead:
     the next GEMM's operand (data [M, N/2], scale [M, N/16], S_dec [1]), bytes as quantize.py's
 Why fp16 tiles: E2M1 x E4M3 products have at most 6 significant bits and lie in [2^-10, 2688];
 scaled by 2^-7 they are exact in fp16, and the per-tensor scales (and the 2^14) are applied once,
 in the epilogue.
-Small M (memory-bound) splits K over more programs (SPLIT_K > 1): partial sums are added into an
-fp32 workspace with atomics, then a second kernel runs the epilogue. Large M (compute-bound,
-M >= DENSE_MIN_M) decodes each operand once to exact fp16 and runs a dense fp16 GEMM, so the
+Small M (memory-bound) splits K over more programs (SPLIT_K > 1). Their partial sums meet by
+atomics in a persistent workspace (split_k.py), and no call needs a memset: up to ONE_LAUNCH_MAX_M
+rows the last program of a tile runs the epilogue (one launch), above it split_k_epilogue_kernel
+does; the last tile writes the amax. Large M (compute-bound, M >= DENSE_MIN_M) decodes each operand once to exact fp16 and runs a dense fp16 GEMM, so the
 decode is not repeated for every output tile (dense_gemm.py). M = 1 takes the GEMV (gemv.py).
 """
 
@@ -27,6 +28,8 @@ import triton.language as tl
 
 from .numerics import (DECODED_TILE_UNSCALE, block_scales, decode_nvfp4_tile, e2m1_encode, pack_codes_words,
                        store_packed_tile, tensor_scales, to_bf16_rne)
+from .split_k import (add_partial_sums, persistent_workspace, reduce_tile_maxima, take_sums, tile_slots,
+                      workspace_floats)
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 ACTIVATION_IDS = {"none": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3, "relu": 4}
@@ -140,6 +143,20 @@ def _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_p
                 tl.atomic_max(amax_ptr, tile_max, sem="relaxed")
 
 
+@triton.jit
+def finish_tile(acc, offs_m, offs_n, tile, tiles, tile_max_ptr, ticket_ptr, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr,
+                gate_ptr, res_ptr, out_ptr, amax_ptr, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb,
+                stride_gt, stride_gn, stride_rb, stride_rt, stride_rn, ACT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr, WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr):
+    """``_epilogue`` of output tile ``tile`` (of ``tiles``) whose sums ``acc`` are complete, its max
+    |out| into its slot, and the last tile's reduction of the slots into the amax (split_k.py)."""
+    _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr,
+              tile_max_ptr + tile, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn,
+              stride_rb, stride_rt, stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT, True)
+    if WANT_AMAX and not QUANT_OUT:
+        reduce_tile_maxima(amax_ptr, tile_max_ptr, ticket_ptr + tiles, tiles)
+
+
 def _configs():
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 64}, num_warps=4, num_stages=1)]
@@ -160,18 +177,26 @@ def _prune(configs, named_args, **kwargs):
     return kept or configs[:1]
 
 
+def max_tiles(m: int, n: int) -> int:
+    """Output tiles of the smallest tile the autotuner may pick (the workspace's tile slots)."""
+    return max(triton.cdiv(m, c.kwargs["BLOCK_M"]) * triton.cdiv(n, c.kwargs["BLOCK_N"]) for c in _configs())
+
+
+# reset_to_zero: without ONE_LAUNCH the autotuner's trial runs add partial sums to the workspace
+# that no epilogue takes (it zeroes the workspace before each trial and after tuning).
 @triton.autotune(configs=_configs(), key=["M", "N", "KP", "SPLIT_K"], prune_configs_by={"early_config_prune": _prune},
-                 reset_to_zero=["acc_ptr"])
+                 reset_to_zero=["work_ptr"])
 @triton.jit
 def gemm_kernel(
     a_ptr, as_ptr, w_ptr, ws_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-    q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, acc_ptr,
+    q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, work_ptr,
     M, N, KP, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr, SPLIT_K: tl.constexpr,
+    WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr, SPLIT_K: tl.constexpr, ONE_LAUNCH: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr = 8,
 ):
-    pid_m, pid_n = _tile_coords(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    tile, tiles = tl.program_id(0), tl.num_programs(0)
+    pid_m, pid_n = _tile_coords(tile, M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -183,33 +208,50 @@ def gemm_kernel(
         acc = tl.dot(a_even, tl.trans(w_even), acc)
         acc = tl.dot(a_odd, tl.trans(w_odd), acc)
 
-    if SPLIT_K == 1:
-        _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-                  q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
-                  stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT, False)
+    # split_k.py: the tile's last split runs the epilogue, the last tile the amax; or, without
+    # ONE_LAUNCH, split_k_epilogue_kernel takes the sums.
+    sums_ptr, tile_max_ptr, ticket_ptr = tile_slots(work_ptr, M * N if SPLIT_K > 1 else 0, tiles)
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    if SPLIT_K > 1 and not ONE_LAUNCH:
+        tl.atomic_add(sums_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask, sem="relaxed")
     else:
-        mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-        # relaxed: split_k_epilogue_kernel, the next launch, reads the sums (acq_rel put a GPU-wide
-        # memory barrier before every vector atomic)
-        tl.atomic_add(acc_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask, sem="relaxed")
+        last_of_tile = SPLIT_K == 1
+        if SPLIT_K > 1:
+            last_of_tile, acc = add_partial_sums(acc, sums_ptr, offs_m[:, None] * N + offs_n[None, :], mask,
+                                                 ticket_ptr + tile, SPLIT_K)
+        if last_of_tile:
+            finish_tile(acc, offs_m, offs_n, tile, tiles, tile_max_ptr, ticket_ptr, M, N, T, a_gs_ptr, w_gs_ptr,
+                        bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
+                        stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn, ACT, HAS_BIAS, HAS_GATE,
+                        HAS_RES, WANT_AMAX, QUANT_OUT)
 
 
 @triton.jit
 def split_k_epilogue_kernel(
-    acc_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
+    work_ptr, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
     q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
     M, N, T, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
     WANT_AMAX: tl.constexpr, QUANT_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    acc = tl.load(acc_ptr + offs_m[:, None] * N + offs_n[None, :], mask=mask, other=0.0)
-    _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr, amax_ptr,
-              q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt,
-              stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX, QUANT_OUT, False)
+    """The epilogue of a split-K gemm_kernel run without ONE_LAUNCH: takes the partial sums from
+    the workspace (zeroing them) and finishes each [BLOCK_M, BLOCK_N] tile, amax included."""
+    tile, tiles = tl.program_id(0), tl.num_programs(0)
+    offs_m = tile // tl.cdiv(N, BLOCK_N) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tile % tl.cdiv(N, BLOCK_N) * BLOCK_N + tl.arange(0, BLOCK_N)
+    sums_ptr, tile_max_ptr, ticket_ptr = tile_slots(work_ptr, M * N, tiles)
+    acc = take_sums(sums_ptr + offs_m[:, None] * N + offs_n[None, :], (offs_m[:, None] < M) & (offs_n[None, :] < N))
+    finish_tile(acc, offs_m, offs_n, tile, tiles, tile_max_ptr, ticket_ptr, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr,
+                gate_ptr, res_ptr, out_ptr, amax_ptr, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb,
+                stride_gt, stride_gn, stride_rb, stride_rt, stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, WANT_AMAX,
+                QUANT_OUT)
 
+
+#: Up to this many rows a split-K tile GEMM is one launch (its last split of a tile runs the
+#: epilogue); more rows take a second kernel for the epilogue. H100, CUDA graphs, against the
+#: four launches before (two memsets, the GEMM, the epilogue): M = 16 1.00-1.27x as fast, but M = 64
+#: 0.82-0.99x, where the last split's epilogue of a 64-row tile lengthens the last wave.
+ONE_LAUNCH_MAX_M = 16
 
 #: From this many rows a GEMM is compute-bound on Hopper (DESIGN.md: M ~ 300 for bf16): decode
 #: both operands once to fp16 and run a dense tensor-core GEMM instead of decoding per tile.
@@ -344,23 +386,24 @@ def _launch(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, re
     if vector if vector is not None else (m <= GEMV_MAX_M and split_k is None and not dense):
         return gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, q, flags,
                     split_k=split_k)
-    # The atomic-max target of the epilogue; a quantizing epilogue has no amax (and skips the memset).
-    amax = (torch.empty if flags["QUANT_OUT"] else torch.zeros)(1, dtype=torch.float32, device=device)
     if dense if dense is not None else (m >= DENSE_MIN_M and split_k is None):
+        # The atomic-max target of the epilogue; a quantizing epilogue has no amax (and skips the memset).
+        amax = (torch.empty if flags["QUANT_OUT"] else torch.zeros)(1, dtype=torch.float32, device=device)
         dense_gemm(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, amax, q,
                    flags)
         return amax
     split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
-    # Not ``unused``: the autotuner zeroes acc_ptr between its trial runs (reset_to_zero).
-    acc = torch.zeros(m, n, dtype=torch.float32, device=device) if split_k > 1 else torch.empty(1, device=device)
+    one_launch = m <= ONE_LAUNCH_MAX_M
+    work = persistent_workspace(device, workspace_floats(m * n if split_k > 1 else 0, max_tiles(m, n)))
+    amax = aligned_scalar(device)  # written by the last tile (undefined with QUANT_OUT)
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), split_k)
 
-    gemm_kernel[grid](a2, a_scale, w_data, w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q, acc,
-                      m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, **flags)
-    if split_k > 1:
-        epi_grid = (triton.cdiv(m, 16), triton.cdiv(n, 128))
-        split_k_epilogue_kernel[epi_grid](acc, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q,
-                                          m, n, t_rows, *gs, *rs, BLOCK_M=16, BLOCK_N=128, **flags)
+    gemm_kernel[grid](a2, a_scale, w_data, w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q, work,
+                      m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, ONE_LAUNCH=one_launch, **flags)
+    if split_k > 1 and not one_launch:
+        tiles = triton.cdiv(m, 16) * triton.cdiv(n, 128)  # within max_tiles(m, n): a config's tile is smaller
+        split_k_epilogue_kernel[(tiles,)](work, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q, m, n, t_rows, *gs,
+                                          *rs, BLOCK_M=16, BLOCK_N=128, **flags)
     return amax

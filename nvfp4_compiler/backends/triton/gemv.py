@@ -11,21 +11,17 @@ blocks is rounded, in another order than the reference's. On the H100 the same l
 arithmetic at all take 75-98% of this kernel's time (benchmarks/RESULTS.md): what is left is the
 memory access and the split-K chain below, not the decode.
 
-K is split over programs so that about GEMV_PROGRAMS_PER_SM programs per SM keep loads in flight.
-A call is one kernel: at these sizes every extra launch (a memset, a prologue) costs as much as
-moving megabytes. Partial sums meet by atomics in a persistent workspace that the kernel leaves
-zeroed again: the last program of a column tile (an atomic ticket) runs the fused epilogue, puts
-its tile's max |out| in a slot and zeroes its partial sums and ticket; the last column tile (a
-second ticket) reduces the slots into the call's amax and zeroes them. One workspace per device
-and stream, so calls on one stream, which run in order, can share it.
+K is split over programs so that about GEMV_PROGRAMS_PER_SM programs per SM keep loads in flight;
+the programs meet in one kernel, through split_k.py's persistent workspace and tickets.
 """
 
 import torch
 import triton
 import triton.language as tl
 
-from .gemm import INTERPRET, OPERAND_UNSCALE, _epilogue, _num_sms, aligned_scalar
+from .gemm import INTERPRET, OPERAND_UNSCALE, _num_sms, aligned_scalar, finish_tile
 from .numerics import e2m1_block_bytes, e2m1_block_dot, e4m3_decode_f16
+from .split_k import add_partial_sums, persistent_workspace, tile_slots, workspace_floats
 
 #: Rows up to which ``gemm`` takes this kernel (more rows go to the tensor-core tile kernel).
 GEMV_MAX_M = 1
@@ -64,12 +60,11 @@ def gemv_kernel(
     q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr,
     work_ptr, M, N, KB, T, split_k, stride_gb, stride_gt, stride_gn, stride_rb, stride_rt, stride_rn,
     ACT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_GATE: tl.constexpr, HAS_RES: tl.constexpr,
-    QUANT_OUT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr, TILES_P2: tl.constexpr,
+    QUANT_OUT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KB: tl.constexpr,
 ):
     pid_n, pid_k = tl.program_id(0), tl.program_id(1)
     tiles = tl.num_programs(0)
-    acc_ptr, tile_max_ptr = work_ptr, work_ptr + N                         # fp32 [N], [tiles]
-    ticket_ptr = (work_ptr + N + tiles).to(tl.pointer_type(tl.int32))      # int32 [tiles], [1]
+    sums_ptr, tile_max_ptr, ticket_ptr = tile_slots(work_ptr, N, tiles)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     # K steps pid_k, pid_k + split_k, ... (of BLOCK_KB blocks each). The first is peeled so the
     # loop-carried accumulator takes the products' layout (from tl.zeros it may take another, and
@@ -86,44 +81,12 @@ def gemv_kernel(
 
     last_of_tile = split_k == 1
     if split_k > 1:
-        tl.atomic_add(acc_ptr + offs, acc, mask=mask)
-        # Every thread's partial sums are in before one thread takes the ticket; its acq_rel
-        # atomic then publishes them to the program that takes the last ticket.
-        tl.debug_barrier()
-        last_of_tile = tl.atomic_add(ticket_ptr + pid_n, 1) == split_k - 1
-        if last_of_tile:
-            acc = tl.load(acc_ptr + offs, mask=mask, other=0.0, cache_modifier=".cg")  # from L2, past L1
-            tl.store(acc_ptr + offs, tl.zeros_like(acc), mask=mask)
-            tl.store(ticket_ptr + pid_n, 0)
+        last_of_tile, acc = add_partial_sums(acc, sums_ptr, offs, mask, ticket_ptr + pid_n, split_k)
     if last_of_tile:
-        _epilogue(acc, offs_m, offs_n, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr, gate_ptr, res_ptr, out_ptr,
-                  tile_max_ptr + pid_n, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb, stride_gt,
-                  stride_gn, stride_rb, stride_rt, stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, True, QUANT_OUT,
-                  True)  # the tile max is read in this kernel, after the second ticket
-        tl.debug_barrier()
-        if tl.atomic_add(ticket_ptr + tiles, 1) == tiles - 1:       # the last column tile: the amax
-            slots = tl.arange(0, TILES_P2)
-            maxima = tl.load(tile_max_ptr + slots, mask=slots < tiles, other=0.0, cache_modifier=".cg")
-            tl.store(amax_ptr, tl.max(maxima, axis=0))
-            tl.store(tile_max_ptr + slots, tl.zeros_like(maxima), mask=slots < tiles)
-            tl.store(ticket_ptr + tiles, 0)
-
-
-_WORKSPACES: dict = {}
-
-
-def _workspace(device: torch.device, n: int, tiles: int) -> torch.Tensor:
-    """The zeroed persistent workspace for this device and stream: fp32 partial sums [n], tile
-    maxima [tiles], then int32 tickets [tiles + 1] (int32 zero = fp32 zero). Grown, never shrunk;
-    the kernel zeroes what it used before it ends."""
-    stream = torch.cuda.current_stream(device).stream_id if device.type == "cuda" else 0
-    key = (device, stream)
-    need = n + 2 * tiles + 1
-    work = _WORKSPACES.get(key)
-    if work is None or work.numel() < need:
-        work = torch.zeros(max(need, 1 << 16), dtype=torch.float32, device=device)
-        _WORKSPACES[key] = work
-    return work
+        finish_tile(acc, offs_m, offs_n, pid_n, tiles, tile_max_ptr, ticket_ptr, M, N, T, a_gs_ptr, w_gs_ptr, bias_ptr,
+                    gate_ptr, res_ptr, out_ptr, amax_ptr, q_data_ptr, q_scale_ptr, q_amax_ptr, q_gs_ptr, stride_gb,
+                    stride_gt, stride_gn, stride_rb, stride_rt, stride_rn, ACT, HAS_BIAS, HAS_GATE, HAS_RES, True,
+                    QUANT_OUT)
 
 
 def _as_blocks(data: torch.Tensor) -> torch.Tensor:
@@ -156,8 +119,8 @@ def gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs
     amax = aligned_scalar(a2.device)
     gemv_kernel[(tiles, split_k)](
         _as_blocks(a2), a_scale, _as_blocks(w_data), w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q,
-        _workspace(a2.device, n, tiles), m, n, kp // 16, t_rows, split_k, *gs, *rs,
+        persistent_workspace(a2.device, workspace_floats(n, tiles)), m, n, kp // 16, t_rows, split_k, *gs, *rs,
         ACT=flags["ACT"], HAS_BIAS=flags["HAS_BIAS"], HAS_GATE=flags["HAS_GATE"], HAS_RES=flags["HAS_RES"],
         QUANT_OUT=flags["QUANT_OUT"],
-        BLOCK_N=block_n, BLOCK_KB=block_k // 16, TILES_P2=triton.next_power_of_2(tiles), num_warps=warps)
+        BLOCK_N=block_n, BLOCK_KB=block_k // 16, num_warps=warps)
     return amax
