@@ -464,7 +464,8 @@ def test_split_k_leaves_the_persistent_workspace_zeroed_between_calls(path):
     """The GEMV's and the tile kernel's partial sums, tickets and tile maxima live in a workspace
     reused by every call on a stream; each call must zero what it used. Calls of different shapes
     and splits back to back all match the reference (amax included), and the workspace is all
-    zeros after each."""
+    zeros after each. The tile cases take both forms: one launch (M <= 16) and the second,
+    epilogue kernel (M = 33)."""
     from nvfp4_compiler.backends.triton import split_k as tsplit
 
     cases = {"vector": [((1,), 48, 160, 5), ((1,), 40, 64, 1), ((1,), 48, 160, 3), ((1,), 200, 96, 2)],

@@ -15,8 +15,9 @@ in the epilogue.
 Small M (memory-bound) splits K over more programs (SPLIT_K > 1). Their partial sums meet by
 atomics in a persistent workspace (split_k.py), and no call needs a memset: up to ONE_LAUNCH_MAX_M
 rows the last program of a tile runs the epilogue (one launch), above it split_k_epilogue_kernel
-does; the last tile writes the amax. Large M (compute-bound, M >= DENSE_MIN_M) decodes each operand once to exact fp16 and runs a dense fp16 GEMM, so the
-decode is not repeated for every output tile (dense_gemm.py). M = 1 takes the GEMV (gemv.py).
+does; the last tile writes the amax. Large M (compute-bound, M >= DENSE_MIN_M) decodes each
+operand once to exact fp16 and runs a dense fp16 GEMM, so the decode is not repeated for every
+output tile (dense_gemm.py). M = 1 takes the GEMV (gemv.py).
 """
 
 import functools
@@ -249,8 +250,8 @@ def split_k_epilogue_kernel(
 
 #: Up to this many rows a split-K tile GEMM is one launch (its last split of a tile runs the
 #: epilogue); more rows take a second kernel for the epilogue. H100, CUDA graphs, against the
-#: four launches before (two memsets, the GEMM, the epilogue): M = 16 1.00-1.27x as fast, but M = 64
-#: 0.82-0.99x, where the last split's epilogue of a 64-row tile lengthens the last wave.
+#: four graph nodes before (two memsets, the GEMM, the epilogue): one launch was 1.00-1.27x as
+#: fast at M = 16 but 0.82-0.99x at M = 64 (benchmarks/RESULTS.md, twentieth session).
 ONE_LAUNCH_MAX_M = 16
 
 #: From this many rows a GEMM is compute-bound on Hopper (DESIGN.md: M ~ 300 for bf16): decode
