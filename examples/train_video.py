@@ -15,7 +15,7 @@ Same as `nvfp4 train`. To train the arms in two processes sharing one GPU:
 
 import argparse
 
-from nvfp4_compiler.trainer import TrainConfig, add_config_arguments, run, summarize_dir
+from nvfp4_compiler.trainer import TrainConfig, add_config_arguments, run, summarize_dir, summary_line
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -28,7 +28,4 @@ if __name__ == "__main__":
     if "final_val_loss" not in summary:
         arm = summary["arms"][0]
         raise SystemExit(f"{arm['recipe']}: final validation loss {arm['val'][-1][1]:.4f}; wrote {out}")
-    print(f"final validation loss (step {summary['compared_at_step']}): "
-          f"NVFP4 {summary['final_val_loss']['nvfp4']:.4f}, "
-          f"bf16 {summary['final_val_loss']['bf16']:.4f} (ratio {summary['val_loss_ratio_nvfp4_over_bf16']:.3f}); "
-          f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")
+    print(summary_line(summary, out))

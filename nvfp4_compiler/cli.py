@@ -261,7 +261,7 @@ def train(
     """Train the embedded video DiT on procedural video, NVFP4 and bf16 arms from the same seed."""
     import torch
 
-    from .trainer import TrainConfig, run
+    from .trainer import TrainConfig, run, summary_line
 
     with user_errors():
         if device == "auto":
@@ -273,10 +273,7 @@ def train(
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, eval_every=eval_every,
                           dim=dim, layers=layers, device=device, cuda_graphs=cuda_graphs,
                           keep_first_blocks=keep_first_blocks)
-        summary = run(cfg, out)
-        final, ratio = summary["final_val_loss"], summary["val_loss_ratio_nvfp4_over_bf16"]
-        print(f"final validation loss (step {summary['compared_at_step']}): NVFP4 {final['nvfp4']:.4f}, "
-              f"bf16 {final['bf16']:.4f} (ratio {ratio:.3f}); step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out}")
+        print(summary_line(run(cfg, out), out))
 
 
 BENCHMARKS = ("quantize", "gemm", "static_operand", "block", "attention", "training")

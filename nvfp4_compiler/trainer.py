@@ -216,15 +216,16 @@ def plot(arms: list[dict], path: str) -> None:
 
 def run(cfg: TrainConfig, out_dir: str, progress: bool = True) -> dict:
     """Train the configured arms into ``out_dir`` (``arm_<recipe>.json`` each, and the trained
-    weights as ``arm_<recipe>.pt``); with both arms,
-    also write ``loss_curves.png`` and ``summary.json`` (see :func:`summarize`)."""
+    weights as ``arm_<recipe>.pt``); with both arms, also write ``loss_curves.png`` and
+    ``summary.json`` (see :func:`summarize`)."""
     os.makedirs(out_dir, exist_ok=True)
     arms = []
     with Progress(disable=not progress) as bar:
         for recipe in cfg.arm_list():
             path = os.path.join(out_dir, f"arm_{recipe}.json")  # kept even if a later arm fails
             weights = os.path.join(out_dir, f"arm_{recipe}.pt")
-            arms.append(train_arm(recipe, cfg, bar, checkpoint_path=path, weights_path=weights) | {"config": asdict(cfg)})
+            arm = train_arm(recipe, cfg, bar, checkpoint_path=path, weights_path=weights)
+            arms.append(arm | {"config": asdict(cfg)})
             _write_json(path, arms[-1])
     if len(arms) < 2:
         return {"config": asdict(cfg), "arms": arms}
@@ -253,6 +254,14 @@ def summarize(cfg: TrainConfig, arms: list[dict], out_dir: str) -> dict:
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     return summary
+
+
+def summary_line(summary: dict, out_dir: str) -> str:
+    """The one line ``nvfp4 train`` and examples/train_video.py print for a two-arm ``summary``."""
+    final, ratio = summary["final_val_loss"], summary["val_loss_ratio_nvfp4_over_bf16"]
+    return (f"final validation loss (step {summary['compared_at_step']}): NVFP4 {final['nvfp4']:.4f}, "
+            f"bf16 {final['bf16']:.4f} (ratio {ratio:.3f}); "
+            f"step time ratio {summary['step_time_ratio_nvfp4_over_bf16']:.2f}; wrote {out_dir}")
 
 
 def val_ratios(arms: list[dict], key: str = "val") -> dict[int, float]:

@@ -178,9 +178,13 @@ def _prune(configs, named_args, **kwargs):
     return kept or configs[:1]
 
 
+#: (BLOCK_M, BLOCK_N) of every tile the autotuner may pick, built once (``max_tiles`` runs per call).
+TILE_SHAPES = tuple({(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _configs()})
+
+
 def max_tiles(m: int, n: int) -> int:
     """Output tiles of the smallest tile the autotuner may pick (the workspace's tile slots)."""
-    return max(triton.cdiv(m, c.kwargs["BLOCK_M"]) * triton.cdiv(n, c.kwargs["BLOCK_N"]) for c in _configs())
+    return max(triton.cdiv(m, bm) * triton.cdiv(n, bn) for bm, bn in TILE_SHAPES)
 
 
 # reset_to_zero: without ONE_LAUNCH the autotuner's trial runs add partial sums to the workspace
