@@ -7,12 +7,13 @@ heads; Wan-5B: chunk 7040, cache 7040 + 28160, 24x128), in one run:
     dequant_sdpa      dequantize the whole NVFP4 cache to bf16 (PyTorch ops), then flash SDPA:
                       what LongLive-2.0 does before every attention call
     nvfp4_in_register the Triton kernel decoding the NVFP4 pages tile by tile in registers
-                      (tensor cores; for decode rows also the CUDA-core kernel, "vector")
+                      (tensor cores; for decode rows also the CUDA-core kernel, "vector", and on
+                      Hopper the Gluon kernel overlapping decode and wgmma, "wgmma")
     nvfp4_scratch     one Triton pass decoding the pages to a bf16 scratch, then flash SDPA
                       (page tables prepared once, as a serving loop keeps them)
 
 Rows: "chunk" = a denoising forward (queries = the chunk, keys = cache + the chunk's own K/V) and
-"decode" = Tq in (1, 16, 64) over the cache alone. Times: GPU time from CUDA-graph replays for SDPA
+"decode" = Tq in (1, 16, 32, 64) over the cache alone. Times: GPU time from CUDA-graph replays for SDPA
 and the kernel (the target ratios), and wall time per call (do_bench) for all three (the PyTorch
 dequantize route cannot be graph-captured: it builds a lookup table per call). Memory: the
 cache's bytes, NVFP4 vs bf16.
@@ -36,7 +37,7 @@ from common import bench_graph_ms, bench_ms, finish, print_table  # noqa: E402
 # model: (heads, head_dim, chunk tokens, sink tokens, window tokens)
 SHAPES = {"wan-1.3b": (12, 128, 4680, 4680, 18720), "wan-5b": (24, 128, 7040, 7040, 28160)}
 PAGE = 64
-DECODE_TQ = (1, 16, 64)
+DECODE_TQ = (1, 16, 32, 64)
 
 
 def _fill_cache(heads, dim, chunk, sink, window):
@@ -67,11 +68,11 @@ def _dequantize_all(cache, pages, slots):
 
 
 def _row(label, r):
-    g, w, x = r["gpu_ms"], r["wall_ms"], r["speedup_vs_sdpa_bf16"]
-    return [label, r["tq"], g["sdpa_bf16"], g["nvfp4_in_register"], g.get("nvfp4_vector", "-"), g["nvfp4_scratch"],
-            x["in_register"], x.get("vector", "-"), x["scratch"], r["auto_strategy"],
-            w["dequant_sdpa"], w["nvfp4_auto"], r["speedup_vs_dequant_sdpa"], r["memory_ratio"],
-            r["rel_err_vs_sdpa"]["in_register"], r["rel_err_vs_sdpa"].get("vector", "-"), r["rel_err_vs_sdpa"]["scratch"]]
+    g, w, x, e = r["gpu_ms"], r["wall_ms"], r["speedup_vs_sdpa_bf16"], r["rel_err_vs_sdpa"]
+    return [label, r["tq"], g["sdpa_bf16"], g["nvfp4_in_register"], g.get("nvfp4_vector", "-"),
+            g.get("nvfp4_wgmma", "-"), g["nvfp4_scratch"], x["in_register"], x.get("vector", "-"), x.get("wgmma", "-"),
+            x["scratch"], r["auto_strategy"], w["dequant_sdpa"], w["nvfp4_auto"], r["speedup_vs_dequant_sdpa"],
+            r["memory_ratio"], e["in_register"], e.get("vector", "-"), e.get("wgmma", "-"), e["scratch"]]
 
 
 class Workload:
@@ -131,8 +132,20 @@ class Workload:
             with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
                 return scratch_attention(q, *pages, self.tokens, *(new or (None, None)))
 
+        def wgmma(i):
+            from nvfp4_compiler.backends.triton.attention_wgmma import paged_decode_wgmma
+
+            return paged_decode_wgmma(q, *pages, self.npages, splits=splits)
+
+        decode_only = {"vector": vector, **({"wgmma": wgmma} if self.wgmma_ok(q, new) else {})}
         return {"sdpa_bf16": sdpa, "dequant_sdpa": dequant_sdpa, "in_register": register, "scratch": scratch,
-                **({} if new is not None else {"vector": vector})}
+                **({} if new is not None else decode_only)}
+
+    def wgmma_ok(self, q, new) -> bool:
+        """Whether the Gluon wgmma kernel applies (``attention_wgmma.supports``)."""
+        from nvfp4_compiler.paged_attention import _wgmma_ok
+
+        return _wgmma_ok(q, PAGE, new is not None)
 
 
 def _rel_err(out, ref):
@@ -149,8 +162,8 @@ def run_model(model: str) -> list[dict]:
         q, new = w.inputs(tq, kind == "chunk")
         fns = w.routes(q, new)
         ref = fns["sdpa_bf16"](0).float()
-        auto = auto_route(tq, 0 if new is None else new[0].shape[1])
-        routes = [r for r in ("in_register", "vector", "scratch") if r in fns]
+        auto = auto_route(tq, 0 if new is None else new[0].shape[1], w.wgmma_ok(q, new))
+        routes = [r for r in ("in_register", "vector", "wgmma", "scratch") if r in fns]
         gpu = {"sdpa_bf16": bench_graph_ms(fns["sdpa_bf16"], replays=5),
                **{f"nvfp4_{r}": bench_graph_ms(fns[r], replays=5) for r in routes}}
         wall = {"sdpa_bf16": bench_ms(fns["sdpa_bf16"]), "dequant_sdpa": bench_ms(fns["dequant_sdpa"]),
@@ -269,10 +282,11 @@ def run(json_path: str | None = None, models=tuple(SHAPES), do_sweep: bool = Fal
             results.append(r)
             rows.append(_row(f"{model} {r['kind']}", r))
     print_table("attention over a sink + window KV cache (ms, median)",
-                ["workload", "Tq", "GPU: SDPA bf16", "GPU: in-register", "GPU: vector", "GPU: scratch+SDPA",
-                 "x SDPA in-reg", "x SDPA vector", "x SDPA scratch (chunk >= 0.9, decode >= 3)", "auto picks",
-                 "wall: dequant+SDPA", "wall: NVFP4 auto", "x dequant+SDPA (> 1)",
-                 "cache bf16/NVFP4", "err in-reg", "err vector", "err scratch"], rows)
+                ["workload", "Tq", "GPU: SDPA bf16", "GPU: in-register", "GPU: vector", "GPU: wgmma",
+                 "GPU: scratch+SDPA", "x SDPA in-reg", "x SDPA vector", "x SDPA wgmma",
+                 "x SDPA scratch (chunk >= 0.9, decode >= 3)", "auto picks", "wall: dequant+SDPA", "wall: NVFP4 auto",
+                 "x dequant+SDPA (> 1)", "cache bf16/NVFP4", "err in-reg", "err vector", "err wgmma", "err scratch"],
+                rows)
     return finish(json_path, results)
 
 

@@ -1,6 +1,7 @@
 """Profile target for Nsight Compute: the paged NVFP4 attention kernel at decode-sized queries over
 the Wan-1.3B sink + window cache (bench_attention's workload), one profiled call per Tq.
-ROUTE picks the kernel: "in_register" (tensor cores, the default) or "vector" (CUDA cores).
+ROUTE picks the kernel: "in_register" (tensor cores, the default), "vector" (CUDA cores) or
+"wgmma" (the Gluon kernel, sm_90).
 
     ncu --nvtx --nvtx-include "profile/" --section SpeedOfLight --section Occupancy \\
         --section WarpStateStats --section MemoryWorkloadAnalysis python3 benchmarks/profile_decode.py 1 64

@@ -56,7 +56,7 @@ def block_table(d: dict) -> str:
 
 def attention_table(d: dict) -> str:
     """bench_attention.py's rows (not its --sweep output): GPU ms per route and ratios to SDPA."""
-    routes = ("in_register", "vector", "scratch")
+    routes = ("in_register", "vector", "wgmma", "scratch")
     lines = [_env(d["environment"]), "",
              "| model | kind | Tq | SDPA bf16 (ms) | " + " | ".join(f"{r} (ms)" for r in routes) +
              " | auto | x SDPA (auto) | x dequant + SDPA (wall) | cache bf16 / NVFP4 |",

@@ -5,10 +5,10 @@ dequantized as a tile) and then, optionally, to the chunk's own fresh K/V (not c
 during LongLive's denoising steps), with an online softmax in fp32. No bf16 copy of the cache is
 made, unlike "dequantize the whole cache, then SDPA". On CUDA GPUs the same computation runs in
 Triton (equal to this loop within fp16-rounding noise), by one of two strategies: an attention
-kernel decoding K/V tiles in registers (``backends/triton/attention.py`` on tensor cores, or for a
-few queries ``attention_decode.py`` on CUDA cores), or, for chunk-sized
-queries where a dense flash kernel is ~2x faster on Hopper, one decode pass into a transient
-scratch followed by flash SDPA (``backends/triton/kv_decode.py``).
+kernel decoding K/V tiles in registers (``backends/triton/attention.py`` on tensor cores; on
+Hopper ``attention_wgmma.py`` for 24-64 queries; for one query ``attention_decode.py`` on CUDA
+cores), or, for chunk-sized queries where a dense flash kernel is ~2x faster on Hopper, one decode
+pass into a transient scratch followed by flash SDPA (``backends/triton/kv_decode.py``).
 
     q                    [B, Tq, H, D]
     k_new, v_new         [B, Tn, H, D] or None
@@ -39,6 +39,12 @@ SCRATCH_MIN_FRESH = 1024
 #: tensor-core one. H100, Wan-1.3B cache (benchmarks/RESULTS.md): Tq=1 0.041 vs 0.045 ms, but
 #: Tq=2 0.065 vs 0.046 ms (each query decodes the pages again).
 VECTOR_MAX_QUERIES = 1
+#: From this many queries up to 64 (no fresh K/V, 64-token pages), on sm_90 GPUs the in-register
+#: route takes the Gluon wgmma kernel (``backends/triton/attention_wgmma.py``: K/V decode overlapped
+#: with asynchronous tensor-core work) instead of the Triton one. H100, LongLive caches
+#: (benchmarks/RESULTS.md, twenty-first session): Tq = 64 0.101 -> 0.065 ms (Wan-1.3B); at Tq = 16
+#: and below the Triton kernel's 16-row tiles beat its 64 padded rows.
+WGMMA_MIN_QUERIES = 24
 
 
 def _online_softmax_step(state, q, k, v, scale):
@@ -123,13 +129,16 @@ def _use_triton(backend: str, q: torch.Tensor, cache: PagedNVFP4Cache) -> bool:
                      f"(>= 16 and >= 32), got {cache.page_size} and {cache.head_dim}")
 
 
-def auto_route(tq: int, fresh_tokens: int) -> str:
+def auto_route(tq: int, fresh_tokens: int, wgmma_ok: bool = False) -> str:
     """The Triton route "auto" takes for ``tq`` queries and ``fresh_tokens`` fresh K/V tokens, where
     every route applies: "scratch" (decode + flash SDPA), "vector" (the single-query CUDA-core
-    kernel) or "in_register" (the tensor-core kernel)."""
+    kernel), "wgmma" (the Gluon kernel; only where ``wgmma_ok``: ``attention_wgmma.supports``) or
+    "in_register" (the Triton tensor-core kernel)."""
     if tq >= SCRATCH_MIN_QUERIES or fresh_tokens >= SCRATCH_MIN_FRESH:
         return "scratch"
-    return "vector" if tq <= VECTOR_MAX_QUERIES and not fresh_tokens else "in_register"
+    if tq <= VECTOR_MAX_QUERIES and not fresh_tokens:
+        return "vector"
+    return "wgmma" if wgmma_ok and tq >= WGMMA_MIN_QUERIES else "in_register"
 
 
 def _scratch_applies(q, cache, seqs, strategy: str, fresh_tokens: int) -> bool:
@@ -156,6 +165,23 @@ def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
     fresh_tokens = 0 if k_new is None else k_new.shape[1]
     if _scratch_applies(q, cache, seqs, strategy, fresh_tokens):
         return scratch_attention(q, *pages, cache.length(seqs[0]), k_new, v_new, scale)
-    if auto_route(q.shape[1], fresh_tokens) == "vector":
+    route = auto_route(q.shape[1], fresh_tokens, _wgmma_ok(q, cache.page_size, k_new is not None))
+    if route == "vector":
         return paged_decode_attention(q, *pages, npages, scale)
+    if route == "wgmma":
+        from .backends.triton.attention_wgmma import paged_decode_wgmma
+
+        return paged_decode_wgmma(q, *pages, npages, scale)
     return tensor_core_kernel(q, *pages, npages, k_new, v_new, scale)
+
+
+def _wgmma_ok(q, page_size: int, has_new: bool) -> bool:
+    """Whether the Gluon kernel takes this call (see ``attention_wgmma.supports``); False where the
+    installed Triton has no Gluon."""
+    if not q.is_cuda:
+        return False
+    try:
+        from .backends.triton.attention_wgmma import supports
+    except ImportError:
+        return False
+    return supports(q, page_size, has_new)

@@ -142,7 +142,7 @@ def store_packed_tile(data_ptr, scale_ptr, rows, n_rows, col0, KP, words, b_bits
 # magnitude bits 2..0 -> fp16 bits 11..9 (2^-14 x the E2M1 value), sign bit 3 -> bit 15; one
 # mul.f16x2 applies the scales. Values stay packed two to a register, so the tiles hold fewer
 # registers than with one int32 per element (GEMM tile kernel: -8 to -15%, register_report.py).
-_E2M1_PAIRS_PTX = tl.constexpr("""
+E2M1_PAIRS_PTX = tl.constexpr("""
 {
 .reg .b32 z, t0, t1, a, b;
 mov.b32 z, 0;
@@ -184,7 +184,7 @@ def decode_e2m1_pairs(packed, scale):
     significant bits (callers pick the scale's power of two for that)."""
     if COMPILED_FOR_GPU:
         even, odd = tl.inline_asm_elementwise(
-            _E2M1_PAIRS_PTX, "=r,=r,=r,=r,r,r,r", [packed, scale],
+            E2M1_PAIRS_PTX, "=r,=r,=r,=r,r,r,r", [packed, scale],
             dtype=(tl.float16, tl.float16), is_pure=True, pack=4)
     else:
         codes = packed.to(tl.int32)

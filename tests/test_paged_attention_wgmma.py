@@ -1,0 +1,167 @@
+"""The Gluon (Hopper wgmma) decode-attention kernel against the reference and the Triton kernel.
+
+Gluon has no CPU interpreter, so on the CPU machine the kernel is only compiled for sm_90 (which
+checks that the asynchronous wgmma path is what the code builds) and its dispatch rule is
+checked; with NVFP4_TEST_ON_GPU=1 on an sm_90 GPU it runs against SDPA over the dequantized cache.
+q and P go through fp16 for the tensor cores (K/V decode exactly), so the tolerance is the Triton
+kernel's: 3e-3 absolute, 1e-2 relative.
+"""
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nvfp4_compiler.backends.triton import attention_wgmma as wg
+from nvfp4_compiler.kv_cache import PagedNVFP4Cache
+
+ON_GPU = os.environ.get("NVFP4_TEST_ON_GPU") == "1"
+ON_HOPPER = ON_GPU and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+needs_hopper = pytest.mark.skipif(not ON_HOPPER, reason="runs the kernel: needs NVFP4_TEST_ON_GPU=1 on an sm_90 GPU "
+                                                        "(Gluon has no CPU interpreter)")
+
+
+def _cache(heads, dim, chunks, window=None, seqs=2, seed=0):
+    """64-token pages; sequences of a sink chunk and window chunks of uneven sizes (part-filled pages)."""
+    gen = torch.Generator().manual_seed(seed)
+    pages = seqs * sum(-(-t // 64) for t in chunks)
+    cache = PagedNVFP4Cache(pages, 64, heads, dim, window_tokens=window, device="cuda")
+    for seq in range(seqs):
+        cache.add_sequence(seq)
+        for i, tokens in enumerate(chunks):
+            k, v = (torch.randn(tokens, heads, dim, generator=gen) * 3 for _ in range(2))
+            cache.append(seq, k.cuda(), v.cuda(), sink=i == 0)
+    return cache
+
+
+def _reference(q, cache, seqs):
+    out = []
+    for row, seq in enumerate(seqs):
+        k, v = cache.gather(seq)
+        o = F.scaled_dot_product_attention(q[row].float().transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1))
+        out.append(o.transpose(0, 1))
+    return torch.stack(out)
+
+
+def _run(q, cache, seqs, **kw):
+    table, fills, npages = cache.page_tables(seqs, q.device)
+    out = torch.full_like(q, float("nan"))  # poisoned: every element must be written
+    wg.paged_decode_wgmma(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                          cache.v_global, table, fills, npages, out=out, **kw)
+    return out
+
+
+CASES = [  # heads, dim, chunks (first = sink), window, Tq
+    (2, 128, (64, 100, 37), None, 2),
+    (3, 128, (130, 64, 500), 600, 16),
+    (2, 64, (200, 77), None, 33),
+    (12, 128, (4680, 4680, 4680), 9360, 64),
+]
+
+
+@needs_hopper
+@pytest.mark.parametrize("heads,dim,chunks,window,tq", CASES)
+@pytest.mark.parametrize("splits", [None, 1, 3, 64])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_wgmma_decode_matches_reference(heads, dim, chunks, window, tq, splits, dtype):
+    """64 splits leave some splits empty (fewer pages than splits in the small cases)."""
+    cache = _cache(heads, dim, chunks, window)
+    q = torch.randn(2, tq, heads, dim, generator=torch.Generator().manual_seed(1)).cuda().to(dtype)
+    out = _run(q, cache, [0, 1], splits=splits)
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1]), atol=3e-3, rtol=1e-2)
+
+
+@needs_hopper
+def test_wgmma_decode_takes_pages_with_zero_v_scale_and_jumping_maxima():
+    """A page whose V decode scale is 0 (its values are zeros: the kernel drops its P and keeps the
+    accumulator's unit), and keys whose scores grow page by page far past fp16 P's range."""
+    gen = torch.Generator().manual_seed(9)
+    cache = PagedNVFP4Cache(40, 64, 2, 128, device="cuda")
+    cache.add_sequence(0)
+    q = torch.randn(1, 8, 2, 128, generator=gen)
+    for growth in (0.5, 2.0, 8.0, 1.0, 4.0):  # the fourth chunk falls back below the max
+        k = q[0, :1].expand(150, 2, 128) * growth + torch.randn(150, 2, 128, generator=gen)
+        cache.append(0, k.contiguous().cuda(), torch.randn(150, 2, 128, generator=gen).cuda())
+    table, _, _ = cache.page_tables([0])
+    cache.v_global[int(table[0, 3])] = 0.0   # a page in the middle
+    cache.v_global[int(table[0, 0])] = 0.0   # the first page: the unit starts at 1
+    q = q.cuda()
+    want = _reference(q, cache, [0])
+    for splits in (1, 2, 5):
+        torch.testing.assert_close(_run(q, cache, [0], splits=splits), want, atol=3e-3, rtol=1e-2)
+
+
+@needs_hopper
+def test_wgmma_decode_equals_triton_kernel_within_fp16_rounding():
+    """Same fp16 q and P roundings as the Triton tensor-core kernel; they differ in the order of the
+    fp32 sums and where the page scale is applied, so within a few fp16 ulps of P."""
+    from nvfp4_compiler.backends.triton.attention import paged_attention
+
+    cache = _cache(4, 128, (640, 1000, 333))
+    q = torch.randn(2, 40, 4, 128, generator=torch.Generator().manual_seed(2)).cuda().bfloat16()
+    table, fills, npages = cache.page_tables([0, 1], q.device)
+    pages = (cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global, table, fills)
+    torch.testing.assert_close(_run(q, cache, [0, 1]).float(), paged_attention(q, *pages, npages).float(),
+                               atol=2e-3, rtol=1e-2)
+
+
+def test_wgmma_kernel_compiles_for_sm90_with_asynchronous_mma():
+    """Without a GPU: the kernel compiles for sm_90 (Triton's bundled ptxas), and the PTX holds the
+    asynchronous wgmma path the design relies on (no spills), not a fallback."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    types = {"q_ptr": "*bf16", "out_ptr": "*bf16", "kg_ptr": "*fp32", "vg_ptr": "*fp32", "table_ptr": "*i32",
+             "fills_ptr": "*i32", "npages_ptr": "*i32", "ws_m_ptr": "*fp32", "ws_l_ptr": "*fp32",
+             "ws_acc_ptr": "*fp32", "qk_scale": "fp32"}
+    consts = dict(D=128, S=64, SPLIT=True, num_warps=wg.NUM_WARPS)
+    kernel = wg.paged_decode_wgmma_kernel
+    signature = {n: "constexpr" if n in consts else types.get(n, "*u8" if n.endswith("_ptr") else "i32")
+                 for n in kernel.arg_names}
+    compiled = triton.compile(GluonASTSource(fn=kernel, signature=signature, constexprs=consts),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": wg.NUM_WARPS})
+    ptx = compiled.asm["ptx"]
+    assert ptx.count("wgmma.mma_async") >= 4 and "wgmma.wait_group.sync.aligned 0" in ptx
+    assert "wgmma.commit_group" in ptx and ".local" not in ptx  # no local memory: nothing spilled
+
+
+def test_supports_only_sm90_decode_calls():
+    q = torch.zeros(1, 16, 2, 128)
+    assert not wg.supports(q, 64, has_new=False)              # CPU tensors
+    if ON_HOPPER:
+        q = q.cuda()
+        assert wg.supports(q, 64, has_new=False)
+        assert not wg.supports(q, 64, has_new=True)           # fresh K/V: the Triton kernel
+        assert not wg.supports(q[:, :1], 64, has_new=False)   # one query: the CUDA-core kernel
+        assert not wg.supports(torch.zeros(1, 65, 2, 128, device="cuda"), 64, has_new=False)
+        assert not wg.supports(q, 32, has_new=False)          # one wgmma N block per page
+
+
+def test_auto_route_takes_wgmma_only_where_it_applies():
+    from nvfp4_compiler.paged_attention import SCRATCH_MIN_FRESH, WGMMA_MIN_QUERIES, auto_route
+
+    assert auto_route(64, 0, wgmma_ok=True) == "wgmma"
+    assert auto_route(WGMMA_MIN_QUERIES, 0, wgmma_ok=True) == "wgmma"
+    assert auto_route(WGMMA_MIN_QUERIES - 1, 0, wgmma_ok=True) == "in_register"
+    assert auto_route(64, 0, wgmma_ok=False) == "in_register"
+    assert auto_route(1, 0, wgmma_ok=True) == "vector"
+    assert auto_route(64, SCRATCH_MIN_FRESH, wgmma_ok=True) == "scratch"
+
+
+@needs_hopper
+def test_paged_attention_dispatches_decode_sized_queries_to_wgmma(monkeypatch):
+    from nvfp4_compiler.paged_attention import WGMMA_MIN_QUERIES, paged_attention
+
+    calls = []
+    real = wg.paged_decode_wgmma
+    monkeypatch.setattr(wg, "paged_decode_wgmma", lambda *a, **k: calls.append(a[0].shape[1]) or real(*a, **k))
+    cache = _cache(2, 128, (100, 90))
+    gen = torch.Generator().manual_seed(4)
+    for tq in (WGMMA_MIN_QUERIES - 1, WGMMA_MIN_QUERIES, 64, 65):
+        q = torch.randn(2, tq, 2, 128, generator=gen).cuda().bfloat16()
+        out = paged_attention(q, cache, [0, 1])
+        torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1]), atol=3e-3, rtol=1e-2)
+    assert calls == [WGMMA_MIN_QUERIES, 64]
