@@ -142,10 +142,10 @@ class Workload:
                 **({} if new is not None else decode_only)}
 
     def wgmma_ok(self, q, new) -> bool:
-        """Whether the Gluon wgmma kernel applies (``attention_wgmma.supports``)."""
-        from nvfp4_compiler.paged_attention import _wgmma_ok
+        """Whether the Gluon wgmma kernel applies (``paged_attention.wgmma_applies``)."""
+        from nvfp4_compiler.paged_attention import wgmma_applies
 
-        return _wgmma_ok(q, PAGE, new is not None)
+        return wgmma_applies(q, PAGE, new is not None)
 
 
 def _rel_err(out, ref):

@@ -29,6 +29,7 @@ from torch import nn
 from ._version import __version__
 from .config import Config
 from .format import NVFP4Tensor, quantize
+from .format.scales import decode_scale, encode_scale_from_amax
 
 QUANT_CONFIG = "hf_quant_config.json"
 INDEX = "model.safetensors.index.json"
@@ -78,12 +79,19 @@ def quantized_tensors(model: nn.Module, rewrite: RewritePlan, input_amax: dict[s
             tensors[f"{module}.weight_scale"] = q.scale
             tensors[f"{module}.weight_scale_2"] = q.global_scale.reshape(())
             if input_amax and module in input_amax:
-                tensors[f"{module}.input_scale"] = torch.tensor(input_amax[module] / 2688.0, dtype=torch.float32)
+                tensors[f"{module}.input_scale"] = static_decode_scale(input_amax[module])
         else:
             tensors[name] = tensor.detach()
         if on_tensor is not None:
             on_tensor()
     return {k: v.contiguous().cpu() for k, v in tensors.items()}
+
+
+def static_decode_scale(amax: float) -> torch.Tensor:
+    """The FP32 decode scale a static ``amax`` gives (``input_scale``): 1 / S_enc with
+    S_enc = fp32(2688 / amax), as the format computes it, not amax / 2688 rounded once (1 ulp apart
+    for some amax)."""
+    return decode_scale(encode_scale_from_amax(torch.tensor(amax, dtype=torch.float32)))
 
 
 def _shards(tensors: dict[str, torch.Tensor], shard_bytes: int) -> list[dict[str, torch.Tensor]]:

@@ -132,7 +132,7 @@ def _use_triton(backend: str, q: torch.Tensor, cache: PagedNVFP4Cache) -> bool:
 def auto_route(tq: int, fresh_tokens: int, wgmma_ok: bool = False) -> str:
     """The Triton route "auto" takes for ``tq`` queries and ``fresh_tokens`` fresh K/V tokens, where
     every route applies: "scratch" (decode + flash SDPA), "vector" (the single-query CUDA-core
-    kernel), "wgmma" (the Gluon kernel; only where ``wgmma_ok``: ``attention_wgmma.supports``) or
+    kernel), "wgmma" (the Gluon kernel; only where ``wgmma_ok``: ``wgmma_applies``) or
     "in_register" (the Triton tensor-core kernel)."""
     if tq >= SCRATCH_MIN_QUERIES or fresh_tokens >= SCRATCH_MIN_FRESH:
         return "scratch"
@@ -165,7 +165,7 @@ def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
     fresh_tokens = 0 if k_new is None else k_new.shape[1]
     if _scratch_applies(q, cache, seqs, strategy, fresh_tokens):
         return scratch_attention(q, *pages, cache.length(seqs[0]), k_new, v_new, scale)
-    route = auto_route(q.shape[1], fresh_tokens, _wgmma_ok(q, cache.page_size, k_new is not None))
+    route = auto_route(q.shape[1], fresh_tokens, wgmma_applies(q, cache.page_size, k_new is not None))
     if route == "vector":
         return paged_decode_attention(q, *pages, npages, scale)
     if route == "wgmma":
@@ -175,9 +175,9 @@ def _triton_paged_attention(q, cache, seqs, k_new, v_new, scale, strategy):
     return tensor_core_kernel(q, *pages, npages, k_new, v_new, scale)
 
 
-def _wgmma_ok(q, page_size: int, has_new: bool) -> bool:
-    """Whether the Gluon kernel takes this call (see ``attention_wgmma.supports``); False where the
-    installed Triton has no Gluon."""
+def wgmma_applies(q: torch.Tensor, page_size: int, has_new: bool) -> bool:
+    """Whether the Gluon wgmma kernel can take this call (``attention_wgmma.supports``: an sm_90 GPU,
+    2-64 queries, no fresh K/V, 64-token pages); False where the installed Triton has no Gluon."""
     if not q.is_cuda:
         return False
     try:

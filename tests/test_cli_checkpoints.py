@@ -127,9 +127,11 @@ def test_rewrite_with_calibration_writes_input_scales(tmp_path):
     tensors = checkpoint.read_tensors(str(out))
     scales = {k.removesuffix(".input_scale"): v for k, v in tensors.items() if k.endswith(".input_scale")}
     assert len(scales) == 27 and all(v.dtype == torch.float32 and v.dim() == 0 for v in scales.values())
-    # the same calibration by hand: input_scale is the decode scale amax / 2688
+    # the same calibration by hand: input_scale is the format's decode scale for that amax, bit for bit
     model = build_model("tiny").eval()
     compiled = nvfp4.compile(model, activation_scales="static")
     nvfp4.calibrate(compiled, [example_inputs(model.cfg, seed=i) for i in range(2)], progress=False)
     amax = input_amax_by_module(compiled)
-    assert torch.allclose(scales["blocks.0.ffn.down"], torch.tensor(amax["blocks.0.ffn.down"] / 2688.0))
+    for name in ("blocks.0.ffn.down", "blocks.0.self_attn.to_q"):
+        want = nvfp4.quantize(torch.ones(16), amax=amax[name]).global_scale
+        assert torch.equal(scales[name], want), name

@@ -22,8 +22,10 @@ def exported():
     return model, inputs, to_onnx(model, inputs, nvfp4.Config(exclude=("proj_out",)))
 
 
-def test_activation_qdq_is_bit_identical_to_the_format():
-    x = torch.randn(5, 64) * torch.logspace(-3, 3, 64)
+@pytest.mark.parametrize("seed", range(40))
+def test_activation_qdq_is_bit_identical_to_the_format(seed):
+    """Many draws: S_enc computed as reciprocal(amax) x 2688 was 1 ulp off for about one in five."""
+    x = torch.randn(5, 64, generator=torch.Generator().manual_seed(seed)) * torch.logspace(-3, 3, 64)
     assert torch.equal(activation_qdq(x), nvfp4.quantize(x).dequantize())
 
 

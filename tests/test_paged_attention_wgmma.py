@@ -8,6 +8,8 @@ kernel's: 3e-3 absolute, 1e-2 relative.
 """
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -107,23 +109,38 @@ def test_wgmma_decode_equals_triton_kernel_within_fp16_rounding():
                                atol=2e-3, rtol=1e-2)
 
 
+# Compiles the kernel for sm_90 with Triton's bundled ptxas and prints the PTX. It runs in a fresh
+# process without TRITON_INTERPRET: in the test process the interpreter may have left its patches of
+# triton.language in place (seen with Triton 3.9 after test_onnx_export.py then
+# test_paged_attention_triton.py), and Gluon's compiler then calls into the interpreter's builder.
+_COMPILE_FOR_SM90 = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from nvfp4_compiler.backends.triton import attention_wgmma as wg
+
+types = {"q_ptr": "*bf16", "out_ptr": "*bf16", "kg_ptr": "*fp32", "vg_ptr": "*fp32", "table_ptr": "*i32",
+         "fills_ptr": "*i32", "npages_ptr": "*i32", "ws_m_ptr": "*fp32", "ws_l_ptr": "*fp32",
+         "ws_acc_ptr": "*fp32", "qk_scale": "fp32"}
+consts = dict(D=128, S=64, SPLIT=True, num_warps=wg.NUM_WARPS)
+kernel = wg.paged_decode_wgmma_kernel
+signature = {n: "constexpr" if n in consts else types.get(n, "*u8" if n.endswith("_ptr") else "i32")
+             for n in kernel.arg_names}
+compiled = triton.compile(GluonASTSource(fn=kernel, signature=signature, constexprs=consts),
+                          target=GPUTarget("cuda", 90, 32), options={"num_warps": wg.NUM_WARPS})
+sys.stdout.write(compiled.asm["ptx"])
+"""
+
+
 def test_wgmma_kernel_compiles_for_sm90_with_asynchronous_mma():
     """Without a GPU: the kernel compiles for sm_90 (Triton's bundled ptxas), and the PTX holds the
     asynchronous wgmma path the design relies on (no spills), not a fallback."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon._runtime import GluonASTSource
-
-    types = {"q_ptr": "*bf16", "out_ptr": "*bf16", "kg_ptr": "*fp32", "vg_ptr": "*fp32", "table_ptr": "*i32",
-             "fills_ptr": "*i32", "npages_ptr": "*i32", "ws_m_ptr": "*fp32", "ws_l_ptr": "*fp32",
-             "ws_acc_ptr": "*fp32", "qk_scale": "fp32"}
-    consts = dict(D=128, S=64, SPLIT=True, num_warps=wg.NUM_WARPS)
-    kernel = wg.paged_decode_wgmma_kernel
-    signature = {n: "constexpr" if n in consts else types.get(n, "*u8" if n.endswith("_ptr") else "i32")
-                 for n in kernel.arg_names}
-    compiled = triton.compile(GluonASTSource(fn=kernel, signature=signature, constexprs=consts),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": wg.NUM_WARPS})
-    ptx = compiled.asm["ptx"]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ptx = proc.stdout
     assert ptx.count("wgmma.mma_async") >= 4 and "wgmma.wait_group.sync.aligned 0" in ptx
     assert "wgmma.commit_group" in ptx and ".local" not in ptx  # no local memory: nothing spilled
 
@@ -141,7 +158,9 @@ def test_supports_only_sm90_decode_calls():
 
 
 def test_auto_route_takes_wgmma_only_where_it_applies():
-    from nvfp4_compiler.paged_attention import SCRATCH_MIN_FRESH, WGMMA_MIN_QUERIES, auto_route
+    from nvfp4_compiler.paged_attention import SCRATCH_MIN_FRESH, WGMMA_MIN_QUERIES, auto_route, wgmma_applies
+
+    assert not wgmma_applies(torch.zeros(1, 32, 2, 128), 64, has_new=False)  # CPU tensors: never
 
     assert auto_route(64, 0, wgmma_ok=True) == "wgmma"
     assert auto_route(WGMMA_MIN_QUERIES, 0, wgmma_ok=True) == "wgmma"
