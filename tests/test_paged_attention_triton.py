@@ -366,3 +366,20 @@ def test_dispatch_takes_decode_kernel_for_few_queries_without_fresh_kv(monkeypat
     fresh = tuple(torch.randn(2, 3, 2, 32, generator=gen).to(DEVICE, torch.float16) for _ in range(2))
     _assert_routes(monkeypatch, attention_decode, "paged_decode_attention", gen,
                    [(pa.VECTOR_MAX_QUERIES, None, True), (pa.VECTOR_MAX_QUERIES + 1, None, False), (1, fresh, False)])
+
+
+def test_decode_kernel_merges_splits_itself_and_leaves_tickets_zero():
+    """The last split program of each query and head merges the partials (an atomic ticket per
+    query and head; the module launches no combine kernel): tickets are back at zero after every
+    call, so a second call with other queries over the same persistent tickets is right too."""
+    from nvfp4_compiler.backends.triton import attention_decode as tdecode
+
+    cache = _cache(16, 2, 32, (20, 7, 33, 16), None)
+    table, fills, npages = cache.page_tables([0, 1])
+    for seed in (7, 8):
+        q = torch.randn(2, 3, 2, 32, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+        out = torch.full_like(q, float("nan"))  # poisoned: the merge must write every element
+        tdecode.paged_decode_attention(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data,
+                                       cache.v_scale, cache.v_global, table, fills, npages, splits=3, out=out)
+        torch.testing.assert_close(out, _reference(q, cache, [0, 1], None, None), atol=2e-5, rtol=1e-4)
+        assert torch.count_nonzero(tdecode.combine_tickets(q.device, 2 * 3 * 2)) == 0

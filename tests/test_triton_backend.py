@@ -477,7 +477,8 @@ def test_split_k_leaves_the_persistent_workspace_zeroed_between_calls(path):
         want, want_amax = reference.gemm_op(*args, None, "none", None, None, torch.float32)
         assert (got - want).norm() / want.norm() < 1e-5
         assert torch.allclose(amax, want_amax, rtol=1e-5)
-        (work,) = [w for key, w in tsplit._WORKSPACES.items() if key[0] == got.device]
+        (work,) = [w for (device, _, owner), w in tsplit._WORKSPACES.items()
+                   if device == got.device and owner == "split_k"]
         assert torch.count_nonzero(work) == 0, (lead, n, k, split)
 
 

@@ -150,13 +150,12 @@ def _store_halves(row_ptr, half, even, odd, mask):
 
 
 @triton.jit
-def combine_splits_kernel(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_ptr, Tq, H, BH, SPLITS,
-                          s_ob, s_ot, s_oh, D: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
+def combine_row(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_row_ptr, row, pid_bh, Tq, BH, SPLITS,
+                D: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
     """out = sum_s 2^(m_s - m) acc_s / sum_s 2^(m_s - m) l_s, m = max_s m_s (empty splits weigh 0),
-    for one query of one (sequence, head). One pass with a running max, SPLIT_BLOCK partials per
-    step: the combine is a chain of dependent loads run by few programs (one per query and head),
-    so its time is the number of steps (H100: 7-11 us with a max pass then a sum pass)."""
-    row, pid_bh = tl.program_id(0), tl.program_id(1)
+    for query ``row`` of (sequence, head) ``pid_bh``, written to ``out_row_ptr`` [D]. One pass with
+    a running max, SPLIT_BLOCK partials per step. Loads go to L2 (``.cg``): when the last split
+    program of a kernel combines, the partials were written by other SMs."""
     d = tl.arange(0, D)
     m_run = tl.full([], float("-inf"), tl.float32)
     l_run = tl.zeros([], tl.float32)
@@ -165,9 +164,10 @@ def combine_splits_kernel(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_ptr, Tq, H, BH, SP
         s = s0 + tl.arange(0, SPLIT_BLOCK)
         ok = s < SPLITS
         base = (s * BH + pid_bh).to(tl.int64) * Tq + row
-        m = tl.load(ws_m_ptr + base, mask=ok, other=float("-inf"))
-        l = tl.load(ws_l_ptr + base, mask=ok, other=0.0)
-        part = tl.load(ws_acc_ptr + base[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+        m = tl.load(ws_m_ptr + base, mask=ok, other=float("-inf"), cache_modifier=".cg")
+        l = tl.load(ws_l_ptr + base, mask=ok, other=0.0, cache_modifier=".cg")
+        part = tl.load(ws_acc_ptr + base[:, None] * D + d[None, :], mask=ok[:, None], other=0.0,
+                       cache_modifier=".cg")
         m_new = tl.maximum(m_run, tl.max(m, 0))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # all empty so far: weights 0, not NaN
         alpha = tl.exp2(m_run - m_safe)
@@ -175,9 +175,19 @@ def combine_splits_kernel(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_ptr, Tq, H, BH, SP
         l_run = l_run * alpha + tl.sum(w * l, 0)
         acc = acc * alpha + tl.sum(w[:, None] * part, 0)
         m_run = m_new
+    tl.store(out_row_ptr + d, (acc / l_run).to(out_row_ptr.dtype.element_ty))
+
+
+@triton.jit
+def combine_splits_kernel(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_ptr, Tq, H, BH, SPLITS,
+                          s_ob, s_ot, s_oh, D: tl.constexpr, SPLIT_BLOCK: tl.constexpr):
+    """``combine_row`` for every query of every (sequence, head): one program each. The combine is
+    a chain of dependent loads run by few programs, so its time is the number of steps (H100: 7-11
+    us with a max pass then a sum pass, 4.3 us in one pass)."""
+    row, pid_bh = tl.program_id(0), tl.program_id(1)
     b, h = pid_bh // H, pid_bh % H
-    o = out_ptr + b.to(tl.int64) * s_ob + row.to(tl.int64) * s_ot + h * s_oh + d
-    tl.store(o, (acc / l_run).to(out_ptr.dtype.element_ty))
+    o = out_ptr + b.to(tl.int64) * s_ob + row.to(tl.int64) * s_ot + h * s_oh
+    combine_row(ws_m_ptr, ws_l_ptr, ws_acc_ptr, o, row, pid_bh, Tq, BH, SPLITS, D, SPLIT_BLOCK)
 
 
 def split_workspace(splits: int, rows: int, tq: int, d: int, device):
@@ -190,12 +200,17 @@ def split_workspace(splits: int, rows: int, tq: int, d: int, device):
     return ws_m, torch.empty_like(ws_m), torch.empty(splits, rows, tq, d, device=device)
 
 
+def combine_block(splits: int) -> int:
+    """Partials ``combine_row`` reads per step."""
+    return min(64, triton.next_power_of_2(splits))
+
+
 def combine_splits(ws_m, ws_l, ws_acc, out, splits: int):
     """Launch ``combine_splits_kernel`` over partials [splits, B*H, Tq] (+ D) into ``out``."""
     b, tq, h, d = out.shape
     combine_splits_kernel[(tq, b * h)](
         ws_m, ws_l, ws_acc, out, tq, h, b * h, splits, out.stride(0), out.stride(1), out.stride(2),
-        D=d, SPLIT_BLOCK=min(64, triton.next_power_of_2(splits)), num_warps=4)
+        D=d, SPLIT_BLOCK=combine_block(splits), num_warps=4)
 
 
 def _num_sms(device) -> int:

@@ -16,8 +16,9 @@ sequence's pages (a split; flash-decoding), one tile of BLOCK_N token slots per 
 next tile's loads (page table, then the page) already in flight. The softmax state is kept per
 token slot of the tile (reference max shared, sums and P.V accumulators per slot) and reduced
 across slots once at the end; the state is rescaled lazily (only when the max grows by 2^8), not
-on every tile. Partials go to ``attention.combine_splits``, the same merge the tensor-core kernel
-uses.
+on every tile. Each split writes an fp32 partial and takes an atomic ticket; the last split of a
+query and head merges the partials itself (``attention.combine_row``, the merge the tensor-core
+kernels launch as a second kernel), so one launch does the whole call.
 
 Numerics. q.k: q becomes 24-bit integers per 16-element block (``fixed24_blocks``: off by at most
 2^-22.4 of the block's max, close to fp32's precision there), and each block's dot product with the
@@ -38,9 +39,10 @@ import torch
 import triton
 import triton.language as tl
 
-from .attention import (INTERPRET, LOG2E, _num_sms, _page_entry, _split_pages, check_geometry,
-                        combine_splits, split_workspace)
+from .attention import (INTERPRET, LOG2E, _num_sms, _page_entry, _split_pages, check_geometry, combine_block,
+                        combine_row, split_workspace)
 from .numerics import DECODED_TILE_UNSCALE, decode_nvfp4_tile, e2m1_block_dot_fixed24, e4m3_decode_f16
+from .split_k import persistent_workspace
 
 
 #: The lazily rescaled softmax state lets weights grow to 2^RESCALE_LOG2 before it rescales.
@@ -137,10 +139,10 @@ def _scores(k_blocks, k_bits, q_step, q_words):
 @triton.jit
 def paged_decode_kernel(
     q_ptr, out_ptr, kd_ptr, ks_ptr, kg_ptr, vd_ptr, vs_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr,
-    ws_m_ptr, ws_l_ptr, ws_acc_ptr,
+    ws_m_ptr, ws_l_ptr, ws_acc_ptr, tickets_ptr,
     Tq, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
     s_qb, s_qt, s_qh, s_ob, s_ot, s_oh,
-    D: tl.constexpr, S: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
+    D: tl.constexpr, S: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
 ):
     row, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
@@ -190,8 +192,8 @@ def paged_decode_kernel(
     l_sum = tl.sum(l_i, 0)
     out_e = tl.sum(acc_e, 0)
     out_o = tl.sum(acc_o, 0)
+    o_row = out_ptr + b.to(tl.int64) * s_ob + row.to(tl.int64) * s_ot + h * s_oh
     if not SPLIT:
-        o_row = out_ptr + b.to(tl.int64) * s_ob + row.to(tl.int64) * s_ot + h * s_oh
         tl.store(o_row + 2 * half, (out_e / l_sum).to(out_ptr.dtype.element_ty))
         tl.store(o_row + 2 * half + 1, (out_o / l_sum).to(out_ptr.dtype.element_ty))
     else:
@@ -201,6 +203,15 @@ def paged_decode_kernel(
         tl.store(ws_l_ptr + base, l_sum)
         tl.store(ws_acc_ptr + base * D + 2 * half, out_e)
         tl.store(ws_acc_ptr + base * D + 2 * half + 1, out_o)
+        # The last split of this query and head to finish merges all partials, so no second
+        # launch is needed. A barrier puts every thread's stores before the one thread's acq_rel
+        # ticket (release is cumulative), which the last program acquires; it leaves the ticket 0.
+        tl.debug_barrier()
+        ticket_ptr = tickets_ptr + pid_bh * Tq + row
+        if tl.atomic_add(ticket_ptr, 1) == tl.num_programs(2) - 1:
+            combine_row(ws_m_ptr, ws_l_ptr, ws_acc_ptr, o_row, row, pid_bh, Tq, tl.num_programs(1),
+                        tl.num_programs(2), D, SPLIT_BLOCK)
+            tl.store(ticket_ptr, 0)
 
 
 #: Programs per SM the split count aims for (H100 sweep, benchmarks/RESULTS.md).
@@ -249,14 +260,20 @@ def paged_decode_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_glob
     splits = choose_decode_splits(tq * b * h, max_pages, q.device) if splits is None else splits
     pages_per_split = triton.cdiv(max(max_pages, 1), splits)
     ws_m, ws_l, ws_acc = split_workspace(splits, b * h, tq, d, q.device)
+    tickets = combine_tickets(q.device, b * h * tq) if splits > 1 else ws_m
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     paged_decode_kernel[(tq, b * h, splits)](
         q, out, k_data.view(torch.int64), k_scale.view(torch.uint8), k_global, v_data, v_scale.view(torch.uint8), v_global,
-        table, fills, npages, ws_m, ws_l, ws_acc,
+        table, fills, npages, ws_m, ws_l, ws_acc, tickets,
         tq, h, max_pages, pages_per_split, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        D=d, S=page_size, BLOCK_N=block_n, SPLIT=splits > 1, num_warps=warps, num_stages=1,
+        D=d, S=page_size, BLOCK_N=block_n, SPLIT=splits > 1, SPLIT_BLOCK=combine_block(splits),
+        num_warps=warps, num_stages=1,
     )
-    if splits > 1:
-        combine_splits(ws_m, ws_l, ws_acc, out, splits)
     return out
+
+
+def combine_tickets(device: torch.device, count: int) -> torch.Tensor:
+    """``count`` int32 tickets, zero between calls (each call's last split program zeroes its own):
+    one per (query, sequence, head), counting the splits that have written their partial."""
+    return persistent_workspace(device, count, owner="decode_attention_tickets").view(torch.int32)

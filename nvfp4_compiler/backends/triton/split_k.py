@@ -28,11 +28,11 @@ SLOTS_PER_STEP = tl.constexpr(1024)
 _WORKSPACES: dict = {}
 
 
-def persistent_workspace(device: torch.device, floats: int) -> torch.Tensor:
-    """The zeroed fp32 workspace of at least ``floats`` elements for this device and stream
-    (int32 tickets share it: int32 zero is fp32 zero). Grown, never shrunk."""
+def persistent_workspace(device: torch.device, floats: int, owner: str = "split_k") -> torch.Tensor:
+    """The zeroed fp32 workspace of at least ``floats`` elements for this device, stream and
+    ``owner`` (int32 tickets share it: int32 zero is fp32 zero). Grown, never shrunk."""
     stream = torch.cuda.current_stream(device).stream_id if device.type == "cuda" else 0
-    key = (device, stream)
+    key = (device, stream, owner)
     work = _WORKSPACES.get(key)
     if work is None or work.numel() < floats:
         work = torch.zeros(max(floats, 1 << 16), dtype=torch.float32, device=device)
