@@ -63,6 +63,10 @@ class PagedNVFP4Cache:
         self.v_global = torch.zeros_like(self.k_global)
         self._free = list(range(num_pages - 1, -1, -1))  # a stack: pop() gives low ids first
         self._seqs: dict[int, _Sequence] = {}
+        # page_tables' device tensors by (sequences, device), kept until pages or fills change: an
+        # attention call then launches its kernel without building them (Python over every page)
+        # and without a host-to-device copy, which waits for the stream's queued work
+        self._tables: dict = {}
 
     # ---- bookkeeping -------------------------------------------------------------------------
     @property
@@ -92,11 +96,13 @@ class PagedNVFP4Cache:
     def add_sequence(self, seq: int) -> None:
         if seq in self._seqs:
             raise ValueError(f"seq: sequence {seq} already exists")
+        self._tables.clear()
         self._seqs[seq] = _Sequence()
 
     def free_sequence(self, seq: int) -> None:
         """Drop a sequence and return its pages to the free list."""
         state = self._seqs.pop(seq) if seq in self._seqs else self._get(seq)
+        self._tables.clear()
         self._free.extend(reversed(state.pages))
 
     def block_table(self, seqs: list[int] | None = None) -> torch.Tensor:
@@ -112,15 +118,22 @@ class PagedNVFP4Cache:
     def page_tables(self, seqs: list[int], device: torch.device | str | None = None):
         """(block table, fills, page counts) as int32 tensors on ``device`` (the cache's by
         default), what an attention kernel walks: [B, max pages], [B, max pages] tokens stored on
-        each page (0 past the end), [B]."""
-        device = self.k_data.device if device is None else device
-        table = self.block_table(seqs)
-        fills = torch.zeros_like(table)
-        for row, seq in enumerate(seqs):
-            fill = self._get(seq).fill
-            fills[row, : len(fill)] = torch.tensor(fill, dtype=torch.int32)
-        npages = (fills > 0).sum(1, dtype=torch.int32)
-        return table.to(device), fills.to(device), npages.to(device)
+        each page (0 past the end), [B].
+
+        The tensors are built once and returned again until a sequence's pages or fills change
+        (``append``, ``truncate``, ``add_sequence``, ``free_sequence``): read them, never write
+        them."""
+        device = torch.device(self.k_data.device if device is None else device)
+        key = (tuple(seqs), device)
+        if key not in self._tables:
+            table = self.block_table(seqs)
+            fills = torch.zeros_like(table)
+            for row, seq in enumerate(seqs):
+                fill = self._get(seq).fill
+                fills[row, : len(fill)] = torch.tensor(fill, dtype=torch.int32)
+            npages = (fills > 0).sum(1, dtype=torch.int32)
+            self._tables[key] = (table.to(device), fills.to(device), npages.to(device))
+        return self._tables[key]
 
     def grow(self, extra_pages: int) -> None:
         """Add ``extra_pages`` free pages (the storage is reallocated; stored pages keep their ids)."""
@@ -194,6 +207,7 @@ class PagedNVFP4Cache:
         if needed > self.free_pages + evict:
             raise CacheFullError(f"append: {needed} pages needed for {k.shape[0]} tokens, "
                                  f"{self.free_pages} free (+{evict} evictable)")
+        self._tables.clear()
         self._evict(state, evict)
         pages = [self._free.pop() for _ in range(needed)]
         fills = self._write(pages, k, v)
@@ -252,6 +266,7 @@ class PagedNVFP4Cache:
         if keep < state.sink_pages:
             raise ValueError(f"tokens: truncating sequence {seq} to {tokens} would cut into its sink")
         dropped = state.pages[keep:]
+        self._tables.clear()
         del state.pages[keep:], state.fill[keep:]
         self._free.extend(reversed(dropped))
 

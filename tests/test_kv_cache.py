@@ -96,6 +96,34 @@ def test_running_out_of_pages_raises_and_changes_nothing():
     assert torch.equal(snap[2], after[2]) and torch.equal(snap[3], after[3])
 
 
+def _fresh_page_tables(cache, seqs):
+    """page_tables built from the sequences' state now, nothing kept."""
+    table = torch.full((len(seqs), max(len(cache._get(q).pages) for q in seqs)), -1, dtype=torch.int32)
+    fills = torch.zeros_like(table)
+    for row, seq in enumerate(seqs):
+        state = cache._get(seq)
+        table[row, : len(state.pages)] = torch.tensor(state.pages, dtype=torch.int32)
+        fills[row, : len(state.fill)] = torch.tensor(state.fill, dtype=torch.int32)
+    return table, fills, torch.tensor([len(cache._get(q).pages) for q in seqs], dtype=torch.int32)
+
+
+def test_page_tables_are_built_once_until_pages_change():
+    """An attention call reuses the device tables of an unchanged cache (no rebuild, no copy);
+    re-writing stored tokens keeps them, appending or truncating replaces them."""
+    cache = PagedNVFP4Cache(10, S, H, D)
+    cache.add_sequence(0)
+    cache.append(0, *_kv(2 * S), sink=True)
+    first = cache.page_tables([0])
+    assert all(a is b for a, b in zip(first, cache.page_tables([0])))
+    cache.rewrite(0, 0, *_kv(S, 1))
+    assert all(a is b for a, b in zip(first, cache.page_tables([0])))
+    cache.append(0, *_kv(3))
+    grown = cache.page_tables([0])
+    assert grown[2].tolist() == [3] and grown[1][0].tolist() == [S, S, 3]
+    cache.truncate(0, 2 * S)
+    assert cache.page_tables([0])[2].tolist() == [2]
+
+
 def test_random_operations_leave_no_leaked_or_double_owned_page():
     rng = random.Random(0)
     cache = PagedNVFP4Cache(40, S, H, D, window_tokens=12)
@@ -131,6 +159,10 @@ def test_random_operations_leave_no_leaked_or_double_owned_page():
         cache.check_invariants()
         for seq, pages in sinks.items():
             assert cache._get(seq).pages[: len(pages)] == pages
+        if cache.sequences():  # the page tables kept between calls follow every change
+            seqs = cache.sequences()
+            for got, want in zip(cache.page_tables(seqs), _fresh_page_tables(cache, seqs)):
+                assert torch.equal(got, want), step
     assert full > 0  # the test did reach the out-of-pages path
     for seq in cache.sequences():
         cache.free_sequence(seq)
