@@ -383,3 +383,39 @@ def test_decode_kernel_merges_splits_itself_and_leaves_tickets_zero():
                                        cache.v_scale, cache.v_global, table, fills, npages, splits=3, out=out)
         torch.testing.assert_close(out, _reference(q, cache, [0, 1], None, None), atol=2e-5, rtol=1e-4)
         assert torch.count_nonzero(tdecode.combine_tickets(q.device, 2 * 3 * 2)) == 0
+
+
+def _guarded_scales(cache):
+    """k/v_global as views one row into arrays whose first row is NaN: a kernel that reads the
+    scales of page -1 (the block table's "no page" entry) turns its output to NaN."""
+    guarded = []
+    for glob in (cache.k_global, cache.v_global):
+        big = torch.full((glob.shape[0] + 1, glob.shape[1]), float("nan"), device=glob.device)
+        big[1:] = glob
+        guarded.append(big[1:])
+    return guarded
+
+
+@pytest.mark.parametrize("tq", [1, 5])
+@pytest.mark.parametrize("splits", [None, 4])
+def test_sequences_of_unequal_length_in_one_batch(tq, splits):
+    """A batch whose second sequence holds far fewer pages than the first: its block-table row ends
+    in -1 entries and the later page splits of it are empty. Each row equals its own reference."""
+    from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
+
+    gen = torch.Generator().manual_seed(11)
+    cache = PagedNVFP4Cache(12, 16, 2, 32, device=DEVICE)
+    for seq, chunks in ((0, (40, 33, 16)), (1, (20,))):
+        cache.add_sequence(seq)
+        for i, tokens in enumerate(chunks):
+            k, v = (torch.randn(tokens, 2, 32, generator=gen) for _ in range(2))
+            cache.append(seq, k.to(DEVICE), v.to(DEVICE), sink=i == 0)
+    table, fills, npages = cache.page_tables([0, 1])
+    assert table[1, -1] == -1
+    k_global, v_global = _guarded_scales(cache)
+    q = torch.randn(2, tq, 2, 32, generator=gen).to(DEVICE)
+    kernel = paged_decode_attention if tq == 1 else tattn.paged_attention
+    out = torch.full_like(q, float("nan"))
+    kernel(q, cache.k_data, cache.k_scale, k_global, cache.v_data, cache.v_scale, v_global, table, fills, npages,
+           splits=splits, out=out)
+    torch.testing.assert_close(out, _reference(q, cache, [0, 1], None, None), atol=2e-3, rtol=1e-2)

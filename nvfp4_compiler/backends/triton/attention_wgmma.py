@@ -114,10 +114,12 @@ def _decode_to_shared(packed, bits, even_smem, odd_smem, S: gl.constexpr, D: gl.
 
 @gluon.jit
 def _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, last, h, H, MAX_PAGES, qk_scale):
-    """Physical page, fill and the K/V multipliers of logical page ``i`` (fill 0 past ``last``)."""
+    """Physical page, fill and the K/V multipliers of logical page ``i`` (fill 0 past ``last``).
+    Past a sequence's last page the table holds -1: page 0 stands in, so the scale loads stay
+    inside the arrays and a split with no pages starts from a finite V unit (its fill is 0)."""
     live = i < last
     idx = b * MAX_PAGES + gl.minimum(i, MAX_PAGES - 1)
-    page = gl.load(table_ptr + idx).to(gl.int64)
+    page = gl.maximum(gl.load(table_ptr + idx), 0).to(gl.int64)
     fill = gl.where(live, gl.load(fills_ptr + idx), 0)
     k_mult = gl.load(kg_ptr + page * H + h) * (qk_scale * DECODED_TILE_UNSCALE)
     v_mult = gl.load(vg_ptr + page * H + h) * DECODED_TILE_UNSCALE
