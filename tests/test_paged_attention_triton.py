@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from kv_guards import nan_guarded_scales
 from nvfp4_compiler.backends.triton import attention as tattn
 from nvfp4_compiler.backends.triton.attention_decode import block_dots, fixed24_blocks, fixed24_words
 from nvfp4_compiler.kv_cache import PagedNVFP4Cache
@@ -385,17 +386,6 @@ def test_decode_kernel_merges_splits_itself_and_leaves_tickets_zero():
         assert torch.count_nonzero(tdecode.combine_tickets(q.device, 2 * 3 * 2)) == 0
 
 
-def _guarded_scales(cache):
-    """k/v_global as views one row into arrays whose first row is NaN: a kernel that reads the
-    scales of page -1 (the block table's "no page" entry) turns its output to NaN."""
-    guarded = []
-    for glob in (cache.k_global, cache.v_global):
-        big = torch.full((glob.shape[0] + 1, glob.shape[1]), float("nan"), device=glob.device)
-        big[1:] = glob
-        guarded.append(big[1:])
-    return guarded
-
-
 @pytest.mark.parametrize("tq", [1, 5])
 @pytest.mark.parametrize("splits", [None, 4])
 def test_sequences_of_unequal_length_in_one_batch(tq, splits):
@@ -412,7 +402,7 @@ def test_sequences_of_unequal_length_in_one_batch(tq, splits):
             cache.append(seq, k.to(DEVICE), v.to(DEVICE), sink=i == 0)
     table, fills, npages = cache.page_tables([0, 1])
     assert table[1, -1] == -1
-    k_global, v_global = _guarded_scales(cache)
+    k_global, v_global = nan_guarded_scales(cache)
     q = torch.randn(2, tq, 2, 32, generator=gen).to(DEVICE)
     kernel = paged_decode_attention if tq == 1 else tattn.paged_attention
     out = torch.full_like(q, float("nan"))

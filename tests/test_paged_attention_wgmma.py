@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kv_guards import nan_guarded_scales
 from nvfp4_compiler.backends.triton import attention_wgmma as wg
 from nvfp4_compiler.kv_cache import PagedNVFP4Cache
 
@@ -123,11 +124,7 @@ def test_wgmma_decode_sequences_of_unequal_length(splits):
             k, v = (torch.randn(tokens, 2, 128, generator=gen) for _ in range(2))
             cache.append(seq, k.cuda(), v.cuda(), sink=i == 0)
     table, fills, npages = cache.page_tables([0, 1])
-    guarded = []
-    for glob in (cache.k_global, cache.v_global):
-        big = torch.full((glob.shape[0] + 1, glob.shape[1]), float("nan"), device="cuda")
-        big[1:] = glob
-        guarded.append(big[1:])
+    guarded = nan_guarded_scales(cache)
     q = torch.randn(2, 32, 2, 128, generator=gen).cuda().bfloat16()
     out = torch.full_like(q, float("nan"))
     wg.paged_decode_wgmma(q, cache.k_data, cache.k_scale, guarded[0], cache.v_data, cache.v_scale, guarded[1],
