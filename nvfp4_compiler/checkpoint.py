@@ -79,7 +79,7 @@ def quantized_tensors(model: nn.Module, rewrite: RewritePlan, input_amax: dict[s
             tensors[f"{module}.weight_scale"] = q.scale
             tensors[f"{module}.weight_scale_2"] = q.global_scale.reshape(())
             if input_amax and module in input_amax:
-                tensors[f"{module}.input_scale"] = static_decode_scale(input_amax[module])
+                tensors[f"{module}.input_scale"] = _static_decode_scale(input_amax[module])
         else:
             tensors[name] = tensor.detach()
         if on_tensor is not None:
@@ -87,7 +87,7 @@ def quantized_tensors(model: nn.Module, rewrite: RewritePlan, input_amax: dict[s
     return {k: v.contiguous().cpu() for k, v in tensors.items()}
 
 
-def static_decode_scale(amax: float) -> torch.Tensor:
+def _static_decode_scale(amax: float) -> torch.Tensor:
     """The FP32 decode scale a static ``amax`` gives (``input_scale``): 1 / S_enc with
     S_enc = fp32(2688 / amax), as the format computes it, not amax / 2688 rounded once (1 ulp apart
     for some amax)."""
