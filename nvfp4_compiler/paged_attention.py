@@ -108,6 +108,7 @@ def paged_attention(q: torch.Tensor, cache: PagedNVFP4Cache, seqs: list[int],
         if k_new is not None:
             state = _online_softmax_step(state, qf, k_new[row].float(), v_new[row].float(), scale)
         m, l, acc = state
+        l = torch.where(l == 0, 1.0, l)  # no keys at all (an empty sequence): 0, as SDPA gives, not NaN
         out[row] = (acc / l[..., None]).transpose(0, 1).to(q.dtype)
     return out
 

@@ -389,23 +389,43 @@ def test_decode_kernel_merges_splits_itself_and_leaves_tickets_zero():
 @pytest.mark.parametrize("tq", [1, 5])
 @pytest.mark.parametrize("splits", [None, 4])
 def test_sequences_of_unequal_length_in_one_batch(tq, splits):
-    """A batch whose second sequence holds far fewer pages than the first: its block-table row ends
-    in -1 entries and the later page splits of it are empty. Each row equals its own reference."""
+    """A batch whose second sequence holds far fewer pages than the first (its block-table row ends
+    in -1 entries and the later page splits of it are empty) and whose third holds none. Each row
+    equals its own reference; the empty one is 0, as SDPA gives over no keys (it was 0/0 = NaN)."""
     from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
 
     gen = torch.Generator().manual_seed(11)
     cache = PagedNVFP4Cache(12, 16, 2, 32, device=DEVICE)
-    for seq, chunks in ((0, (40, 33, 16)), (1, (20,))):
+    for seq, chunks in ((0, (40, 33, 16)), (1, (20,)), (2, ())):
         cache.add_sequence(seq)
         for i, tokens in enumerate(chunks):
             k, v = (torch.randn(tokens, 2, 32, generator=gen) for _ in range(2))
             cache.append(seq, k.to(DEVICE), v.to(DEVICE), sink=i == 0)
-    table, fills, npages = cache.page_tables([0, 1])
-    assert table[1, -1] == -1
+    table, fills, npages = cache.page_tables([0, 1, 2])
+    assert table[1, -1] == -1 and npages[2] == 0
     k_global, v_global = nan_guarded_scales(cache)
-    q = torch.randn(2, tq, 2, 32, generator=gen).to(DEVICE)
+    q = torch.randn(3, tq, 2, 32, generator=gen).to(DEVICE)
     kernel = paged_decode_attention if tq == 1 else tattn.paged_attention
     out = torch.full_like(q, float("nan"))
     kernel(q, cache.k_data, cache.k_scale, k_global, cache.v_data, cache.v_scale, v_global, table, fills, npages,
            splits=splits, out=out)
-    torch.testing.assert_close(out, _reference(q, cache, [0, 1], None, None), atol=2e-3, rtol=1e-2)
+    torch.testing.assert_close(out[:2], _reference(q[:2], cache, [0, 1], None, None), atol=2e-3, rtol=1e-2)
+    assert torch.equal(out[2], torch.zeros_like(out[2]))
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("tq", [1, 5])
+def test_a_sequence_with_no_tokens_gives_zeros_as_sdpa_does(backend, tq):
+    """``paged_attention`` over a sequence that holds no tokens (and no fresh K/V) returns what SDPA
+    returns over no keys, zeros, on both backends; the other sequence of the batch is unaffected."""
+    gen = torch.Generator().manual_seed(13)
+    cache = PagedNVFP4Cache(4, 16, 2, 32, device=DEVICE)
+    cache.add_sequence(0)
+    cache.add_sequence(1)
+    cache.append(1, *(torch.randn(21, 2, 32, generator=gen).to(DEVICE) for _ in range(2)))
+    q = torch.randn(2, tq, 2, 32, generator=gen).to(DEVICE)
+    out = paged_attention(q, cache, [0, 1], backend=backend)
+    empty_sdpa = F.scaled_dot_product_attention(q[0].cpu().transpose(0, 1), *(torch.zeros(2, 0, 32),) * 2)
+    assert torch.equal(empty_sdpa, torch.zeros_like(empty_sdpa))
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    torch.testing.assert_close(out[1:], _reference(q[1:], cache, [1], None, None), atol=2e-3, rtol=1e-2)

@@ -114,22 +114,24 @@ def test_wgmma_decode_equals_triton_kernel_within_fp16_rounding():
 @pytest.mark.parametrize("splits", [None, 4])
 def test_wgmma_decode_sequences_of_unequal_length(splits):
     """The second sequence holds far fewer pages: its block-table row ends in -1 entries and its
-    later splits are empty. The scale arrays are views one row into arrays whose first row is NaN,
-    so reading the scales of page -1 (an empty split's V unit) would turn the output to NaN."""
+    later splits are empty; the third holds none (its output is 0, as SDPA gives over no keys).
+    The scale arrays are views one row into arrays whose first row is NaN, so reading the scales
+    of page -1 (an empty split's V unit) would turn the output to NaN."""
     gen = torch.Generator().manual_seed(12)
     cache = PagedNVFP4Cache(40, 64, 2, 128, device="cuda")
-    for seq, chunks in ((0, (640, 700, 333)), (1, (100,))):
+    for seq, chunks in ((0, (640, 700, 333)), (1, (100,)), (2, ())):
         cache.add_sequence(seq)
         for i, tokens in enumerate(chunks):
             k, v = (torch.randn(tokens, 2, 128, generator=gen) for _ in range(2))
             cache.append(seq, k.cuda(), v.cuda(), sink=i == 0)
-    table, fills, npages = cache.page_tables([0, 1])
+    table, fills, npages = cache.page_tables([0, 1, 2])
     guarded = nan_guarded_scales(cache)
-    q = torch.randn(2, 32, 2, 128, generator=gen).cuda().bfloat16()
+    q = torch.randn(3, 32, 2, 128, generator=gen).cuda().bfloat16()
     out = torch.full_like(q, float("nan"))
     wg.paged_decode_wgmma(q, cache.k_data, cache.k_scale, guarded[0], cache.v_data, cache.v_scale, guarded[1],
                           table, fills, npages, splits=splits, out=out)
-    torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1]), atol=3e-3, rtol=1e-2)
+    torch.testing.assert_close(out[:2].float(), _reference(q[:2], cache, [0, 1]), atol=3e-3, rtol=1e-2)
+    assert torch.equal(out[2], torch.zeros_like(out[2]))
 
 
 # Compiles the kernel for sm_90 with Triton's bundled ptxas and prints the PTX. It runs in a fresh

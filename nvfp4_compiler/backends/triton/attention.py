@@ -132,6 +132,7 @@ def paged_attention_kernel(
 
     if not SPLIT:
         o_row = out_ptr + b.to(tl.int64) * s_ob + offs_m[:, None].to(tl.int64) * s_ot + h * s_oh
+        l_i = softmax_denominator(l_i)
         _store_halves(o_row, half, acc_e / l_i[:, None], acc_o / l_i[:, None], m_ok)
     else:
         # partials [SPLITS, B*H, Tq] (+ D): an empty split leaves max = -inf, sum = 0, acc = 0
@@ -175,7 +176,15 @@ def combine_row(ws_m_ptr, ws_l_ptr, ws_acc_ptr, out_row_ptr, row, pid_bh, Tq, BH
         l_run = l_run * alpha + tl.sum(w * l, 0)
         acc = acc * alpha + tl.sum(w[:, None] * part, 0)
         m_run = m_new
-    tl.store(out_row_ptr + d, (acc / l_run).to(out_row_ptr.dtype.element_ty))
+    tl.store(out_row_ptr + d, (acc / softmax_denominator(l_run)).to(out_row_ptr.dtype.element_ty))
+
+
+@triton.jit
+def softmax_denominator(l):
+    """The softmax sum to divide by: 1 where it is 0, i.e. where no key was read (a sequence with
+    no cached tokens and no fresh K/V), whose accumulator is 0. The output is then 0, as SDPA gives
+    over no keys, instead of 0/0 = NaN."""
+    return tl.where(l == 0.0, 1.0, l)
 
 
 @triton.jit

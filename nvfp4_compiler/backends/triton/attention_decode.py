@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from .attention import (INTERPRET, LOG2E, _num_sms, _page_entry, _split_pages, check_geometry, combine_block,
-                        combine_row, split_workspace)
+                        combine_row, softmax_denominator, split_workspace)
 from .numerics import DECODED_TILE_UNSCALE, decode_nvfp4_tile, e2m1_block_dot_fixed24, e4m3_decode_f16
 from .split_k import persistent_workspace
 
@@ -189,7 +189,7 @@ def paged_decode_kernel(
         tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = (n_ok, n_k_mult, n_v_mult, n_k_blocks, n_k_bits,
                                                                       n_v_packed, n_v_bits)
 
-    l_sum = tl.sum(l_i, 0)
+    l_sum = softmax_denominator(tl.sum(l_i, 0))
     out_e = tl.sum(acc_e, 0)
     out_o = tl.sum(acc_o, 0)
     o_row = out_ptr + b.to(tl.int64) * s_ob + row.to(tl.int64) * s_ot + h * s_oh

@@ -229,7 +229,7 @@ def paged_decode_wgmma_kernel(
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, mma_o))
     if not SPLIT:
         o_base = out_ptr + b.to(gl.int64) * s_ob + h * s_oh
-        inv = gl.expand_dims(1.0 / l_o, 1)
+        inv = gl.expand_dims(1.0 / gl.where(l_o == 0.0, 1.0, l_o), 1)  # no keys read: 0, as SDPA (not NaN)
         _store_half(o_base, rows, cols, s_ot, acc_e * inv, 0, Tq)
         _store_half(o_base, rows, cols, s_ot, acc_o * inv, 1, Tq)
     else:
