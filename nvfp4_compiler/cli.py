@@ -216,7 +216,7 @@ def demo(
     device: str = typer.Option("auto", help="'auto' (CUDA if available), 'cpu' or 'cuda'."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Compile the embedded video DiT to NVFP4, generate video chunks, and compare with bf16."""
+    """Compile the embedded video DiT to NVFP4 (GEMMs and KV cache), generate video chunks, and compare with bf16."""
     import torch
 
     from .demo import run_demo
@@ -238,6 +238,10 @@ def demo(
         table.add_row(str(row["chunk"]), row["frames"], f"{row['relative_error']:.4f}",
                       f"{row['sqnr_db']:.2f}", "yes" if row["finite"] else "[red]NO[/red]")
     console.print(table)
+    kv = result.kv_cache
+    console.print(f"KV cache after the last chunk ({kv['tokens_per_layer']} tokens x {kv['layers']} layers): "
+                  f"bf16 buffers {kv['bf16_bytes'] / 1024:.1f} KiB, NVFP4 pages {kv['nvfp4_bytes'] / 1024:.1f} KiB "
+                  f"({kv['bf16_bytes'] / kv['nvfp4_bytes']:.2f}x smaller), read in place by the attention")
     console.print(f"time: bf16 {result.seconds_bf16:.2f} s, NVFP4 {result.seconds_nvfp4:.2f} s "
                   "(NVFP4 includes graph capture; the reference backend dequantizes in PyTorch)")
 

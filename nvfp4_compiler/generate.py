@@ -123,7 +123,7 @@ def generate_cached(model: Callable, noise: list[torch.Tensor], text: torch.Tens
 
 @torch.no_grad()
 def generate_dense_cache(model: Callable, noise: list[torch.Tensor], text: torch.Tensor, *,
-                         steps: int = 4) -> list[torch.Tensor]:
+                         steps: int = 4, on_step: Callable[[], None] | None = None) -> list[torch.Tensor]:
     """LongLive-style generation through the model's own dense K/V buffers (build them with
     ``VideoDiT.enable_dense_kv_cache``): every denoising forward writes the chunk's K/V at the
     chunk's position and attends over the prefix; the clean t=0 forward writes them for good.
@@ -135,6 +135,8 @@ def generate_dense_cache(model: Callable, noise: list[torch.Tensor], text: torch
         for t, t_next in zip(times[:-1], times[1:]):
             timestep = torch.full((x.shape[0],), float(t) * 1000, device=x.device)
             x = x + (t_next - t) * model(x, timestep, text, frame_offset=offset, cache_position=position)
+            if on_step is not None:
+                on_step()
         model(x, torch.zeros(x.shape[0], device=x.device), text, frame_offset=offset, cache_position=position)
         chunks.append(x)
         offset += x.shape[2]

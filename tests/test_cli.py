@@ -31,6 +31,13 @@ def test_demo_generates_chunks_close_to_bf16():
     assert [c["chunk"] for c in out["chunks"]] == [0, 1]
     assert all(c["finite"] and 0 < c["relative_error"] < 0.3 for c in out["chunks"])
     assert out["report"]["summary"]["quantized"] == 27
+    # the whole envelope: both blocks' self-attention K/V went into NVFP4 pages, 3.5x smaller than
+    # the model's bf16 buffers holding the same two chunks (data, E4M3 and per-page FP32 scales)
+    assert out["report"]["summary"]["attention_kv_converted"] == 2
+    kv = out["kv_cache"]
+    assert (kv["tokens_per_layer"], kv["layers"]) == (2 * 32, 2)
+    assert kv["bf16_bytes"] == 2 * 2 * 64 * 64 * 2  # K and V x 2 layers x 64 tokens x dim 64 x 2 bytes
+    assert 3.5 <= kv["bf16_bytes"] / kv["nvfp4_bytes"] < 3.56
 
 
 def test_demo_rejects_bad_device():
