@@ -51,8 +51,8 @@ class PagedKVStore:
         self.written += k.shape[1]
 
     def attend(self, q, k, v, write_start: int, read_start: int, scale) -> torch.Tensor:
-        """q, k, v [B, H, T, D] (SDPA layout) -> softmax(q [cache; k]^T) [cache; v], then the
-        chunk's k, v are stored."""
+        """q [B, H, T, D] (SDPA's layout), k, v [B, T, H, D] -> softmax(q [cache; k]^T) [cache; v]
+        [B, H, T, D], then the chunk's k, v are stored."""
         if write_start == 0:
             self._restart()
         elif write_start < self.written:
@@ -66,9 +66,8 @@ class PagedKVStore:
         if read_start != 0:
             raise ValueError(f"nvfp4_kv_cache: the model's attention reads the cache from position {read_start}; "
                              f"a converted cache is read from position 0")
-        qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))               # [B, T, H, D]
-        out = paged_attention(qt, self.cache, self.seqs, kt, vt, scale=scale)
-        self._append(kt, vt)
+        out = paged_attention(q.transpose(1, 2), self.cache, self.seqs, k, v, scale=scale)
+        self._append(k, v)
         return out.transpose(1, 2)
 
 
@@ -92,10 +91,14 @@ def _new_store(k_buffer: torch.Tensor, store: PagedKVStore) -> PagedKVStore:
 
 def cached_attention(k_buffer: torch.Tensor, v_buffer: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                      v: torch.Tensor, write_start, read_start, token_capacity: int, page_size: int,
-                     scale: float | None = None) -> torch.Tensor:
-    """The call the pass puts in place of ``buf[..., a:b, :] = k; sdpa(q, buf[..., c:b, :], ...)``."""
+                     scale: float | None = None, token_axis: int = 2) -> torch.Tensor:
+    """The call the pass puts in place of ``buf[..., a:b, :] = k; sdpa(q, buf[..., c:b, :], ...)``.
+    ``k``, ``v`` are what the model wrote: [B, H, T, D] for buffers in SDPA's layout
+    (``token_axis`` 2), [B, T, H, D] for buffers in flash-attn's (``token_axis`` 1)."""
+    if token_axis == 2:
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
     store = store_for(k_buffer)
     if store is None:
-        store = _new_store(k_buffer, PagedKVStore(q.shape[0], k.shape[1], k.shape[-1], token_capacity,
+        store = _new_store(k_buffer, PagedKVStore(q.shape[0], k.shape[2], k.shape[-1], token_capacity,
                                                   page_size, q.device))
     return store.attend(q, k, v, int(write_start), int(read_start), scale)

@@ -1,16 +1,23 @@
 """``nvfp4_kv_cache``: attention over a K/V cache the model keeps -> paged NVFP4 storage.
 
 The pattern (what Dynamo captures from LongLive/CausVid-style attention that writes each chunk's
-K/V into preallocated buffers and attends over the filled prefix; SDPA layout [B, H, T, D])::
+K/V into preallocated buffers and attends over the filled prefix), with buffers in SDPA's layout
+[B, H, T, D]::
 
     k_buf[:, :, a:b] = k                   operator.setitem(k_buf, (:, :, a:b), k)
     v_buf[:, :, a:b] = v                   operator.setitem(v_buf, (:, :, a:b), v)
     out = sdpa(q, k_buf[:, :, c:b], v_buf[:, :, c:b])
 
-becomes ``out = kv_runtime.cached_attention(k_buf, v_buf, q, k, v, a, c, capacity, page_size)``:
-the chunk's K/V are appended to a :class:`PagedNVFP4Cache` standing in for the buffers, and the
-attention reads earlier tokens from the NVFP4 pages (the chunk's own K/V in full precision, as
-the dense original read them back unrounded). The writes and reads of the buffers disappear.
+or in flash-attn's layout [B, T, H, D] (Wan's and LongLive's), read through a transpose::
+
+    k_buf[:, a:b] = k;  v_buf[:, a:b] = v
+    out = sdpa(q, k_buf[:, c:b].transpose(1, 2), v_buf[:, c:b].transpose(1, 2))   # or .permute(0, 2, 1, 3)
+
+becomes ``out = kv_runtime.cached_attention(k_buf, v_buf, q, k, v, a, c, capacity, page_size,
+token_axis=2 or 1)``: the chunk's K/V are appended to a :class:`PagedNVFP4Cache` standing in for
+the buffers, and the attention reads earlier tokens from the NVFP4 pages (the chunk's own K/V in
+full precision, as the dense original read them back unrounded). The writes and reads of the
+buffers disappear.
 
 Left alone, with the reason in the report: attention without a cache (K/V not read from a
 buffer written in the same graph), masks, causal flags or dropout, a token slice on another axis,
@@ -22,6 +29,7 @@ and its two buffer writes are gone; every other node is untouched.
 from __future__ import annotations
 
 import operator
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -31,30 +39,66 @@ from .base import AttentionSite, CompileContext, PassResult, copy_meta_value, ex
 
 SDPA_TARGETS = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention,
                 torch.ops.aten.scaled_dot_product_attention.default)
-TOKEN_AXIS = 2  # SDPA's [B, H, T, D]
+SDPA_TOKEN_AXIS = 2    # SDPA's [B, H, T, D]
+FLASH_TOKEN_AXIS = 1   # flash-attn's [B, T, H, D], swapped to SDPA's by transpose(1, 2) / permute(0, 2, 1, 3)
 
 
-def _token_slice(index) -> slice | None:
-    """The slice along the token axis of ``(:, :, a:b)``-style indices (every other axis full)."""
-    if not isinstance(index, tuple) or len(index) not in (TOKEN_AXIS + 1, TOKEN_AXIS + 2):
+@dataclass(frozen=True)
+class BufferRead:
+    """``buf[..., c:b, ...]`` along ``token_axis``, as SDPA gets it; ``nodes`` are the read's own
+    nodes (the slice, then the transpose for flash-attn's layout), erased with the attention."""
+    buf: fx.Node
+    tokens: slice
+    token_axis: int
+    nodes: tuple[fx.Node, ...]
+
+
+def _token_slice(index, axis: int) -> slice | None:
+    """The slice along ``axis`` of ``(:, a:b)`` / ``(:, :, a:b)``-style indices (every other axis full)."""
+    if not isinstance(index, tuple) or not axis + 1 <= len(index) <= 4:
         return None
     full = slice(None, None, None)
     if not all(isinstance(i, slice) for i in index):
         return None
-    others = [i for axis, i in enumerate(index) if axis != TOKEN_AXIS]
-    token = index[TOKEN_AXIS]
+    others = [i for a, i in enumerate(index) if a != axis]
+    token = index[axis]
     return token if all(o == full for o in others) and token.step is None else None
 
 
-def _buffer_read(node) -> tuple[fx.Node, slice] | None:
-    """(buffer placeholder, token slice) when ``node`` is ``buf[:, :, c:b]``."""
+def _buffer_slice(node, axis: int) -> tuple[fx.Node, slice] | None:
+    """(buffer placeholder, token slice) when ``node`` is a token slice of a graph input along ``axis``."""
     if not (isinstance(node, fx.Node) and node.op == "call_function" and node.target is operator.getitem):
         return None
     buf, index = node.args
-    token = _token_slice(index)
+    token = _token_slice(index, axis)
     if not (isinstance(buf, fx.Node) and buf.op == "placeholder" and token is not None):
         return None
     return buf, token
+
+
+def _swaps_tokens_and_heads(node) -> bool:
+    """Whether ``node`` is ``x.transpose(1, 2)`` (either order) or ``x.permute(0, 2, 1, 3)``."""
+    if not (isinstance(node, fx.Node) and len(node.args) >= 2 and not node.kwargs):
+        return False
+    is_method = node.op == "call_method"
+    if (is_method and node.target == "transpose") or (node.op == "call_function" and node.target is torch.transpose):
+        return sorted(node.args[1:]) == [1, 2]
+    if (is_method and node.target == "permute") or (node.op == "call_function" and node.target is torch.permute):
+        dims = node.args[1:] if is_method and len(node.args) > 2 else node.args[1]
+        return tuple(dims) == (0, 2, 1, 3)
+    return False
+
+
+def _buffer_read(node) -> BufferRead | None:
+    """How an SDPA K/V argument reads a cache buffer, in either layout (the module docstring)."""
+    found = _buffer_slice(node, SDPA_TOKEN_AXIS)
+    if found is not None:
+        return BufferRead(*found, SDPA_TOKEN_AXIS, (node,))
+    if _swaps_tokens_and_heads(node):
+        found = _buffer_slice(node.args[0], FLASH_TOKEN_AXIS)
+        if found is not None:
+            return BufferRead(*found, FLASH_TOKEN_AXIS, (node, node.args[0]))
+    return None
 
 
 def _buffer_writes(buf: fx.Node) -> list[fx.Node]:
@@ -76,50 +120,51 @@ def _why_not(node: fx.Node) -> str | None:
 
 
 def _match(node: fx.Node):
-    """(k_buf, v_buf, k_write, v_write, write_slice, read_slice) of a cached attention, or a reason."""
+    """(K read, V read, K write, V write, write slice) of a cached attention, or a reason."""
     _, k_arg, v_arg = _qkv(node)
-    reads = _buffer_read(k_arg), _buffer_read(v_arg)
-    if reads[0] is None or reads[1] is None:
+    k_read, v_read = _buffer_read(k_arg), _buffer_read(v_arg)
+    if k_read is None or v_read is None:
         return "no KV cache: K/V are not read from buffers the model keeps"
-    (k_buf, k_read), (v_buf, v_read) = reads
-    if k_read != v_read or k_buf is v_buf:
+    if (k_read.tokens, k_read.token_axis) != (v_read.tokens, v_read.token_axis) or k_read.buf is v_read.buf:
         return "K and V are read from different ranges or one buffer"
-    writes = _buffer_writes(k_buf), _buffer_writes(v_buf)
+    writes = _buffer_writes(k_read.buf), _buffer_writes(v_read.buf)
     if len(writes[0]) != 1 or len(writes[1]) != 1:
         return "the cache buffers are not written exactly once in this graph"
     k_write, v_write = writes[0][0], writes[1][0]
-    w_slice, w_slice_v = _token_slice(k_write.args[1]), _token_slice(v_write.args[1])
+    w_slice, w_slice_v = (_token_slice(w.args[1], k_read.token_axis) for w in (k_write, v_write))
     if w_slice is None or w_slice != w_slice_v:
         return "the K/V writes are not one token range of both buffers"
-    if w_slice.stop is not k_read.stop and w_slice.stop != k_read.stop:
+    if w_slice.stop is not k_read.tokens.stop and w_slice.stop != k_read.tokens.stop:
         return "the attention does not read up to the end of the write"
-    for buf, expected in ((k_buf, {k_write, k_arg}), (v_buf, {v_write, v_arg})):
-        if set(buf.users) != expected:
-            return f"the buffer {buf.name} is used by other nodes too"
+    for read, write in ((k_read, k_write), (v_read, v_write)):
+        if set(read.buf.users) != {write, read.nodes[-1]} or any(len(n.users) != 1 for n in read.nodes):
+            return f"the buffer {read.buf.name} is used by other nodes too"
     order = {n: i for i, n in enumerate(node.graph.nodes)}
-    if not (order[k_write] < order[k_arg] and order[v_write] < order[v_arg]):
+    if not (order[k_write] < order[k_read.nodes[-1]] and order[v_write] < order[v_read.nodes[-1]]):
         return "the attention reads the buffers before they are written"
-    return k_buf, v_buf, k_write, v_write, w_slice, k_read
+    return k_read, v_read, k_write, v_write, w_slice
 
 
 def _rewrite(graph: fx.Graph, node: fx.Node, match, ctx: CompileContext) -> AttentionSite:
-    k_buf, v_buf, k_write, v_write, w_slice, read = match
-    q, k_read, v_read = _qkv(node)
-    capacity = example_value(k_buf).shape[TOKEN_AXIS]
+    k_read, v_read, k_write, v_write, w_slice = match
+    q = _qkv(node)[0]
+    k_buf, v_buf = k_read.buf, v_read.buf
+    capacity = example_value(k_buf).shape[k_read.token_axis]
     scale = node.kwargs.get("scale")
     with graph.inserting_before(node):
         new = graph.call_function(cached_attention, (
-            k_buf, v_buf, q, k_write.args[2], v_write.args[2], w_slice.start or 0, read.start or 0,
-            capacity, ctx.config.kv_page_size), {"scale": scale})
+            k_buf, v_buf, q, k_write.args[2], v_write.args[2], w_slice.start or 0, k_read.tokens.start or 0,
+            capacity, ctx.config.kv_page_size), {"scale": scale, "token_axis": k_read.token_axis})
     copy_meta_value(new, example_value(node))
     node.replace_all_uses_with(new)
     graph.erase_node(node)
-    for dead in (k_read, v_read, k_write, v_write):
+    for dead in (*k_read.nodes, *v_read.nodes, k_write, v_write):  # each read's nodes from SDPA's side
         if not dead.users:
             graph.erase_node(dead)
     names = ctx.param_names
+    layout = "[B, H, T, D]" if k_read.token_axis == SDPA_TOKEN_AXIS else "[B, T, H, D]"
     return AttentionSite(ctx.graph_id, node.name, True,
-                         f"KV cache in paged NVFP4 ({ctx.config.kv_page_size}-token pages)",
+                         f"KV cache in paged NVFP4 ({ctx.config.kv_page_size}-token pages; {layout} buffers)",
                          names.get(k_buf.name, k_buf.name), names.get(v_buf.name, v_buf.name), capacity)
 
 
@@ -139,7 +184,7 @@ def nvfp4_kv_cache(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
             ctx.attention_sites.append(AttentionSite(ctx.graph_id, node.name, False, match))
             continue
         ctx.attention_sites.append(_rewrite(gm.graph, node, match, ctx))
-        converted.extend(match[:2])
+        converted.extend(read.buf for read in match[:2])
         count += 1
     if count:
         _check(gm, converted)
