@@ -5,13 +5,22 @@ attends over the filled prefix. After the pass, the graph calls :func:`cached_at
 the chunk's K/V go into a :class:`PagedNVFP4Cache` that stands in for the buffer pair (one per
 pair, found by the buffer tensors themselves, so identical blocks sharing one compiled graph keep
 separate caches), and the attention reads the earlier tokens from the NVFP4 pages in place.
-
 The dense buffers are then neither written nor read by compiled code; their contents go stale.
+
+A model that instead takes its past K/V as arguments, concatenates the chunk's K/V to them and
+returns the concatenation as the next call's past (Hugging Face's legacy ``past_key_values``)
+calls :func:`concat_attention`. What it returns as the past is then a *handle* to NVFP4 pages: a
+tensor of the concatenation's shape, dtype and device that holds one NaN (expanded, stride 0),
+so the caller's loop and ``past[0].shape`` work unchanged while the K/V live in the pages.
+:func:`dense_past` gives the dequantized K/V of a handle. The first past a caller passes in
+(dense, from an uncompiled or unconverted call) is quantized into a new store.
 """
 
 from __future__ import annotations
 
+import itertools
 import weakref
+from dataclasses import dataclass
 
 import torch
 
@@ -33,12 +42,14 @@ class PagedKVStore:
         for seq in self.seqs:
             self.cache.add_sequence(seq)
         self.written = 0  # buffer positions 0 .. written-1 are in the cache
+        self.writes: list[tuple[int, int]] = []  # (end position, serial) of each write held, oldest first
 
     def _restart(self) -> None:
         for seq in self.seqs:
             self.cache.free_sequence(seq)
             self.cache.add_sequence(seq)
         self.written = 0
+        self.writes.clear()
 
     def _append(self, k: torch.Tensor, v: torch.Tensor) -> None:
         """k, v [B, T, H, D]: one append per sequence, growing the storage when it runs out."""
@@ -49,6 +60,7 @@ class PagedKVStore:
                 self.cache.grow(-(-k.shape[1] // self.cache.page_size) * len(self.seqs))
                 self.cache.append(seq, k[row], v[row])
         self.written += k.shape[1]
+        self.writes.append((self.written, next(_WRITE_SERIALS)))
 
     def attend(self, q, k, v, write_start: int, read_start: int, scale) -> torch.Tensor:
         """q [B, H, T, D] (SDPA's layout), k, v [B, T, H, D] -> softmax(q [cache; k]^T) [cache; v]
@@ -59,6 +71,7 @@ class PagedKVStore:
             for seq in self.seqs:  # ValueError (nothing changed) unless an earlier write began there
                 self.cache.truncate(seq, write_start)
             self.written = write_start
+            self.writes = [w for w in self.writes if w[0] <= write_start]
         elif write_start > self.written:
             raise ValueError(f"nvfp4_kv_cache: the model writes K/V at positions {write_start}.. but the paged "
                              f"NVFP4 cache holds positions 0..{self.written - 1}; a converted cache is written "
@@ -69,6 +82,9 @@ class PagedKVStore:
         out = paged_attention(q.transpose(1, 2), self.cache, self.seqs, k, v, scale=scale)
         self._append(k, v)
         return out.transpose(1, 2)
+
+
+_WRITE_SERIALS = itertools.count(1)
 
 
 # id(K buffer) -> (weak reference to it, its store); an entry goes when its buffer is freed.
@@ -102,3 +118,110 @@ def cached_attention(k_buffer: torch.Tensor, v_buffer: torch.Tensor, q: torch.Te
         store = _new_store(k_buffer, PagedKVStore(q.shape[0], k.shape[2], k.shape[-1], token_capacity,
                                                   page_size, q.device))
     return store.attend(q, k, v, int(write_start), int(read_start), scale)
+
+
+# ---- concatenated past K/V -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PastHandle:
+    """What a past K/V tensor stands for: the first ``tokens`` positions of ``store``, as its write
+    ``serial`` left them (0 tokens: an empty past)."""
+    store: PagedKVStore
+    tokens: int
+    serial: int
+
+    def is_current(self) -> bool:
+        """Whether the store still holds these positions as that write left them (a later call
+        that started from an earlier past rewrote them otherwise)."""
+        return self.tokens == 0 or (self.tokens, self.serial) in self.store.writes
+
+
+# id(past tensor) -> (weak reference to it, its handle): the handles concat_attention returned and
+# the dense pasts it quantized (so the denoising steps of one chunk, which pass the same past,
+# share one store)
+_PASTS: dict[int, tuple[weakref.ref, PastHandle]] = {}
+
+
+def past_handle(past: torch.Tensor) -> PastHandle | None:
+    """The :class:`PastHandle` of a past K or V tensor a converted attention returned or took."""
+    entry = _PASTS.get(id(past))
+    return entry[1] if entry is not None and entry[0]() is past else None
+
+
+def _register_past(past: torch.Tensor, handle: PastHandle) -> None:
+    key = id(past)
+    _PASTS[key] = (weakref.ref(past), handle)
+    weakref.finalize(past, _PASTS.pop, key, None)
+
+
+def _handle_tensor(shape, dtype, device, handle: PastHandle, token_axis: int) -> torch.Tensor:
+    """A tensor of ``shape`` that holds no K/V: one NaN, expanded (so reading it as data shows)."""
+    past = torch.full((), float("nan"), dtype=dtype, device=device).expand(shape)
+    _register_past(past, handle)
+    torch._dynamo.maybe_mark_dynamic(past, token_axis)
+    return past
+
+
+def _is_handle_view(past: torch.Tensor) -> bool:
+    """An unregistered view of a handle (sliced, reshaped): it has a handle's stride-0 storage."""
+    return past.numel() > 1 and all(s == 0 for s in past.stride()) and bool(torch.isnan(past.reshape(-1)[:1]).all())
+
+
+def _past_store(past_k, past_v, page_size: int, token_axis: int, fresh_tokens: int) -> PastHandle:
+    """The handle a call's past (as the caller passed it) stands for; a dense past becomes a new
+    store holding its K/V."""
+    handle = past_handle(past_k)
+    if handle is not None or past_handle(past_v) is not None:
+        if handle is None or past_handle(past_v) != handle:
+            raise ValueError("past: K and V are not the pair one converted attention returned")
+        if not handle.is_current():
+            raise ValueError("past: these NVFP4 K/V were rewritten by a later call that started from an earlier "
+                             "past (each denoising step replaces the one before); pass the past returned by the "
+                             "call whose K/V you keep")
+        return handle
+    if _is_handle_view(past_k) or _is_handle_view(past_v):
+        raise ValueError("past: a slice or reshape of the K/V handle a converted attention returned; pass "
+                         "the handle itself (kv_runtime.dense_past gives its K/V as a tensor)")
+    dense_k, dense_v = (t.transpose(1, 2) if token_axis == 2 else t for t in (past_k, past_v))  # [B, T, H, D]
+    batch, tokens, heads, head_dim = dense_k.shape
+    store = PagedKVStore(batch, heads, head_dim, tokens + fresh_tokens, page_size, dense_k.device)
+    if tokens:
+        store._append(dense_k, dense_v)
+    handle = PastHandle(store, tokens, store.writes[-1][1] if tokens else 0)
+    _register_past(past_k, handle)
+    _register_past(past_v, handle)
+    return handle
+
+
+def concat_attention(past_k: torch.Tensor, past_v: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                     v: torch.Tensor, page_size: int, scale: float | None = None, token_axis: int = 2):
+    """The call the pass puts in place of ``k_all = cat([past_k, k]); v_all = cat([past_v, v]);
+    out = sdpa(q, k_all, v_all)`` whose ``k_all``, ``v_all`` go back to the caller as the next past.
+
+    ``q`` is SDPA's [B, H, T, D]; the pasts and ``k``, ``v`` are [B, H, T, D] (``token_axis`` 2)
+    or [B, T, H, D] (``token_axis`` 1). Returns (out, K handle, V handle): the handles have the
+    concatenation's shape and stand for the store's positions after this call's K/V."""
+    handle = _past_store(past_k, past_v, page_size, token_axis, k.shape[token_axis])
+    if token_axis == 2:
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
+    store = handle.store
+    out = store.attend(q, k, v, handle.tokens, 0, scale)
+    new = PastHandle(store, store.written, store.writes[-1][1])
+    shape = [*k.shape]  # [B, T, H, D]
+    shape[1] = store.written
+    if token_axis == 2:
+        shape[1], shape[2] = shape[2], shape[1]
+    return out, *(_handle_tensor(shape, t.dtype, t.device, new, token_axis) for t in (k, v))
+
+
+def dense_past(past: torch.Tensor, which: str) -> torch.Tensor:
+    """The dequantized K (``which="k"``) or V of a past handle, fp32 [B, T, H, D]."""
+    handle = past_handle(past)
+    if handle is None:
+        raise ValueError("past: not a K/V handle returned by a converted attention")
+    if not handle.is_current():
+        raise ValueError("past: these NVFP4 K/V were rewritten by a later call that started from an earlier past")
+    if which not in ("k", "v"):
+        raise ValueError(f"which: expected 'k' or 'v', got {which!r}")
+    rows = [handle.store.cache.gather(seq)[which == "v"][: handle.tokens] for seq in handle.store.seqs]
+    return torch.stack(rows)

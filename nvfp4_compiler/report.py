@@ -112,7 +112,8 @@ class Report:
                 attn.add_column(col)
             for a in self.attention:
                 status = "[green]yes[/green]" if a.converted else "no"
-                detail = f"{a.k_buffer}, {a.v_buffer} ({a.tokens} tokens): {a.reason}" if a.converted else a.reason
+                size = f"{a.tokens} tokens" if a.tokens else "grows as needed"
+                detail = f"{a.k_buffer}, {a.v_buffer} ({size}): {a.reason}" if a.converted else a.reason
                 attn.add_row(str(a.graph_id), a.node, status, detail)
             yield attn
         if self.eager_linears:

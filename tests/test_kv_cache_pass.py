@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import nvfp4_compiler as nvfp4
 from nvfp4_compiler.generate import ChunkKVCache, generate_cached, generate_dense_cache
-from nvfp4_compiler.kv_runtime import store_for
+from nvfp4_compiler.kv_runtime import dense_past, past_handle, store_for
 from nvfp4_compiler.models import build_model
 
 
@@ -175,3 +175,108 @@ def test_buffers_in_flash_attention_layout_are_converted(layout):
     # reaches this one-block model's output directly (measured: 0.11 in both layouts)
     for a, b in zip(flash[1:], dense[1:]):
         assert 1e-3 < (a - b).norm() / b.norm() < 0.2
+
+
+class _ConcatAttention(torch.nn.Module):
+    """Hugging Face-style: the past K/V come in as arguments, the chunk's K/V are concatenated to
+    them along the token axis of ``layout`` ([B, H, T, D] "bhtd", or [B, T, H, D] "bthd" read
+    through a transpose), and the concatenation goes back out as the next past."""
+
+    def __init__(self, layout: str, dim=64, heads=2):
+        super().__init__()
+        self.layout, self.heads, self.head_dim = layout, heads, dim // heads
+        torch.manual_seed(0)
+        self.qkv = torch.nn.Linear(dim, 3 * dim)
+        self.out = torch.nn.Linear(dim, dim)
+
+    def forward(self, x, past=None):
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)   # [B, T, H, D]
+        q = q.transpose(1, 2)
+        axis = 2 if self.layout == "bhtd" else 1
+        if self.layout == "bhtd":
+            k, v = k.transpose(1, 2), v.transpose(1, 2)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=axis), torch.cat([past[1], v], dim=axis)
+        k_sdpa, v_sdpa = (k, v) if self.layout == "bhtd" else (k.transpose(1, 2), v.transpose(1, 2))
+        o = F.scaled_dot_product_attention(q, k_sdpa, v_sdpa)
+        return self.out(o.transpose(1, 2).flatten(2)), (k, v)
+
+
+def _chunks(n=4, batch=2):
+    gen = torch.Generator().manual_seed(2)
+    return [torch.randn(batch, 16, 64, generator=gen) for _ in range(n)]
+
+
+@pytest.mark.parametrize("layout", ["bhtd", "bthd"])
+def test_concatenated_past_goes_into_nvfp4_pages(layout):
+    """Past K/V passed in and concatenated (HF's legacy past_key_values) are kept in NVFP4 pages:
+    from the second call on the model returns handles (the concatenation's shape, no storage), and
+    each chunk's output equals the unconverted model's over the same K/V dequantized from the
+    pages (fp32 noise), so the pages are the only difference. The first past (dense, from the
+    call without one) is quantized into the pages by the second call."""
+    model = _ConcatAttention(layout).eval()
+    converted = nvfp4.compile(model, backend="reference", kv_page_size=16)
+    dense = nvfp4.compile(model, backend="reference", kv_cache=False)
+    axis = 2 if layout == "bhtd" else 1
+    with torch.no_grad():
+        past = None
+        for i, x in enumerate(_chunks(6)):
+            out, new_past = converted(x, past)
+            # the unconverted model over what the pages held for this call
+            paged = None if past is None else tuple(
+                dense_past(p, which).transpose(1, 2) if layout == "bhtd" else dense_past(p, which)
+                for p, which in zip(past, "kv"))
+            expected, _ = dense(x, paged)
+            assert (out - expected).norm() / expected.norm() < 1e-5
+            past = new_past
+            assert past[0].shape[axis] == 16 * (i + 1)
+            if i:
+                assert past_handle(past[0]) is not None and past_handle(past[1]) == past_handle(past[0])
+                assert past[0].stride() == (0, 0, 0, 0) and past[0].untyped_storage().nbytes() == 4
+    # no past, a dense past, then handles: their token axis is dynamic, so one graph serves every
+    # later call (nvfp4.compile specializes shapes otherwise: a recompile per call as the past grows)
+    assert len(converted.backend.graphs) == 3
+    sites = [a for a in converted.report().attention if a.converted]
+    assert sites and sites[0].k_buffer == "past[0]" and sites[0].reason.startswith("past K/V concatenated")
+    with torch.no_grad():  # the handles hold NVFP4 K/V close to the dense ones (the dequantized pages)
+        _, dense_pasts = dense(torch.cat(_chunks(6), dim=1), None)
+    k_pages = dense_past(past[0], "k")
+    k_dense = dense_pasts[0].transpose(1, 2) if layout == "bhtd" else dense_pasts[0]
+    assert 0.02 < (k_pages - k_dense).norm() / k_dense.norm() < 0.2
+
+
+def test_denoising_steps_from_one_past_replace_each_other():
+    """Diffusion steps call the model several times with the same past and keep the last call's
+    result: each call rewrites the chunk's positions, the same inputs give the same outputs, and a
+    past from an overwritten step raises instead of reading another step's K/V."""
+    model = _ConcatAttention("bhtd").eval()
+    compiled = nvfp4.compile(model, backend="reference", kv_page_size=16)
+    x0, x1, x2 = _chunks(3)
+    with torch.no_grad():
+        _, past = compiled(x0)
+        _, past = compiled(x1, past)                  # a handle from here on
+        out_a, stale = compiled(x2, past)             # denoising step 1 of chunk 2
+        out_b, kept = compiled(x2, past)              # step 2 from the same past: replaces step 1
+        assert torch.equal(out_a, out_b)
+        assert past_handle(kept[0]).store is past_handle(past[0]).store  # one store, no copy
+        with pytest.raises(ValueError, match="rewritten by a later call"):
+            compiled(x0, stale)
+        compiled(x0, kept)                            # the kept past goes on
+        with pytest.raises(ValueError, match="slice or reshape"):
+            compiled(x0, (kept[0][:, :, :16], kept[1][:, :, :16]))
+        with pytest.raises(ValueError, match="not the pair"):
+            compiled(x0, (kept[0], past[1]))
+
+
+class _PastNotReturned(_ConcatAttention):
+    def forward(self, x, past=None):
+        return super().forward(x, past)[0]
+
+
+def test_a_concatenation_that_is_not_returned_is_left_alone():
+    compiled = nvfp4.compile(_PastNotReturned("bhtd").eval(), backend="reference")
+    past = (torch.randn(2, 2, 16, 32), torch.randn(2, 2, 16, 32))
+    with torch.no_grad():
+        compiled(_chunks(1)[0], past)
+    (site,) = compiled.report().attention
+    assert not site.converted and "not returned as the next past" in site.reason

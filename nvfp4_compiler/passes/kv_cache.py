@@ -19,26 +19,38 @@ the buffers, and the attention reads earlier tokens from the NVFP4 pages (the ch
 full precision, as the dense original read them back unrounded). The writes and reads of the
 buffers disappear.
 
-Left alone, with the reason in the report: attention without a cache (K/V not read from a
-buffer written in the same graph), masks, causal flags or dropout, a token slice on another axis,
+Past K/V that come in as graph inputs and are concatenated with the chunk's (Hugging Face's legacy
+``past_key_values``; in either layout, the concatenation also returned as the next past)::
+
+    k_all = torch.cat([past_k, k], dim=2);  v_all = torch.cat([past_v, v], dim=2)
+    out = sdpa(q, k_all, v_all)            # k_all, v_all: graph outputs too
+
+become ``out, k_all, v_all = kv_runtime.concat_attention(past_k, past_v, q, k, v, page_size,
+token_axis=...)``, whose ``k_all``, ``v_all`` are handles to the NVFP4 pages (see kv_runtime).
+
+Left alone, with the reason in the report: attention without a cache (K/V neither read from a
+buffer written in the same graph nor concatenated to graph inputs), masks, causal flags or dropout, a token slice on another axis,
 reads that end elsewhere than the write, and buffers used by anything else in the graph.
-Invariants: each converted attention node is replaced by exactly one ``cached_attention`` call
-and its two buffer writes are gone; every other node is untouched.
+Invariants: each converted attention node is replaced by exactly one ``cached_attention`` or
+``concat_attention`` call and its two buffer writes or concatenations are gone; every other node
+is untouched.
 """
 
 from __future__ import annotations
 
 import operator
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
 
-from ..kv_runtime import cached_attention
+from ..kv_runtime import cached_attention, concat_attention
 from .base import AttentionSite, CompileContext, PassResult, copy_meta_value, example_value
 
 SDPA_TARGETS = (torch._C._nn.scaled_dot_product_attention, torch.nn.functional.scaled_dot_product_attention,
                 torch.ops.aten.scaled_dot_product_attention.default)
+CAT_TARGETS = (torch.cat, torch.concat, torch.concatenate)
 SDPA_TOKEN_AXIS = 2    # SDPA's [B, H, T, D]
 FLASH_TOKEN_AXIS = 1   # flash-attn's [B, T, H, D], swapped to SDPA's by transpose(1, 2) / permute(0, 2, 1, 3)
 
@@ -101,6 +113,84 @@ def _buffer_read(node) -> BufferRead | None:
     return None
 
 
+@dataclass(frozen=True)
+class PastConcat:
+    """``cat([past, fresh], token_axis)`` as SDPA gets it (through a transpose for flash-attn's
+    layout, the first of ``nodes``; the concatenation is the last)."""
+    past: fx.Node
+    fresh: fx.Node
+    token_axis: int
+    nodes: tuple[fx.Node, ...]
+
+
+def _past_concat(node) -> PastConcat | None:
+    """How an SDPA K/V argument concatenates a graph input (the past) with the chunk's K/V."""
+    read, axis = (node.args[0], FLASH_TOKEN_AXIS) if _swaps_tokens_and_heads(node) else (node, SDPA_TOKEN_AXIS)
+    if not (isinstance(read, fx.Node) and read.op == "call_function" and read.target in CAT_TARGETS):
+        return None
+    tensors = read.args[0]
+    dim = read.args[1] if len(read.args) > 1 else read.kwargs.get("dim", read.kwargs.get("axis", 0))
+    if not (isinstance(tensors, (list, tuple)) and len(tensors) == 2 and dim in (axis, axis - 4)):
+        return None
+    past, fresh = tensors
+    if not (isinstance(past, fx.Node) and past.op == "placeholder"):
+        return None
+    return PastConcat(past, fresh, axis, (node, read) if read is not node else (node,))
+
+
+def _match_concat(node: fx.Node):
+    """(K concat, V concat) of an attention over concatenated past K/V, a reason, or None where
+    K and V are not such concatenations."""
+    _, k_arg, v_arg = _qkv(node)
+    k_cat, v_cat = _past_concat(k_arg), _past_concat(v_arg)
+    if k_cat is None or v_cat is None:
+        return None
+    if k_cat.token_axis != v_cat.token_axis or k_cat.past is v_cat.past:
+        return "K and V concatenate different layouts or one past"
+    for cat in (k_cat, v_cat):
+        concatenated, transposed = cat.nodes[-1], cat.nodes[:-1]
+        if set(cat.past.users) != {concatenated}:
+            return f"the past {cat.past.name} is used by other nodes too"
+        reader = transposed[0] if transposed else node
+        if any(len(t.users) != 1 for t in transposed) or any(u is not reader and u.op != "output"
+                                                             for u in concatenated.users):
+            return "the concatenated K/V are used by other nodes than the attention and the graph's outputs"
+        if not any(u.op == "output" for u in concatenated.users):
+            return "the concatenated K/V are not returned as the next past (nothing would keep NVFP4 pages)"
+    return k_cat, v_cat
+
+
+def _rewrite_concat(graph: fx.Graph, node: fx.Node, match, ctx: CompileContext) -> AttentionSite:
+    k_cat, v_cat = match
+    q = _qkv(node)[0]
+    with graph.inserting_before(node):
+        call = graph.call_function(concat_attention, (
+            k_cat.past, v_cat.past, q, k_cat.fresh, v_cat.fresh, ctx.config.kv_page_size),
+            {"scale": node.kwargs.get("scale"), "token_axis": k_cat.token_axis})
+        out, k_all, v_all = (graph.call_function(operator.getitem, (call, i)) for i in range(3))
+    copy_meta_value(out, example_value(node))
+    node.replace_all_uses_with(out)
+    graph.erase_node(node)
+    for cat, handle in ((k_cat, k_all), (v_cat, v_all)):
+        for dead in cat.nodes[:-1]:  # the transpose SDPA read through
+            if not dead.users:
+                graph.erase_node(dead)
+        concatenated = cat.nodes[-1]
+        copy_meta_value(handle, example_value(concatenated))
+        concatenated.replace_all_uses_with(handle)  # what is left: the graph's outputs (the next past)
+        graph.erase_node(concatenated)
+    layout = "[B, H, T, D]" if k_cat.token_axis == SDPA_TOKEN_AXIS else "[B, T, H, D]"
+    return AttentionSite(ctx.graph_id, node.name, True,
+                         f"past K/V concatenated {layout} -> paged NVFP4 ({ctx.config.kv_page_size}-token pages); "
+                         "the returned past is a handle to the pages", _input_name(k_cat.past), _input_name(v_cat.past))
+
+
+def _input_name(placeholder: fx.Node) -> str:
+    """How the caller passed a graph input: ``past[0]`` for Dynamo's source ``L['past'][0]``."""
+    source = getattr(placeholder.meta.get("grapharg"), "source", None)
+    return re.sub(r"^L\['([^']+)'\]", r"\1", source.name) if source is not None else placeholder.name
+
+
 def _buffer_writes(buf: fx.Node) -> list[fx.Node]:
     return [u for u in buf.users if u.op == "call_function" and u.target is operator.setitem and u.args[0] is buf]
 
@@ -124,7 +214,7 @@ def _match(node: fx.Node):
     _, k_arg, v_arg = _qkv(node)
     k_read, v_read = _buffer_read(k_arg), _buffer_read(v_arg)
     if k_read is None or v_read is None:
-        return "no KV cache: K/V are not read from buffers the model keeps"
+        return "no KV cache: K/V are neither read from buffers the model keeps nor concatenated to past K/V passed in"
     if (k_read.tokens, k_read.token_axis) != (v_read.tokens, v_read.token_axis) or k_read.buf is v_read.buf:
         return "K and V are read from different ranges or one buffer"
     writes = _buffer_writes(k_read.buf), _buffer_writes(v_read.buf)
@@ -179,12 +269,14 @@ def nvfp4_kv_cache(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
             ctx.attention_sites.append(AttentionSite(ctx.graph_id, node.name, False, why))
             continue
         reason = _why_not(node)
-        match = _match(node) if reason is None else reason
+        concat = _match_concat(node) if reason is None else None
+        match = concat if concat is not None else (_match(node) if reason is None else reason)
         if isinstance(match, str):
             ctx.attention_sites.append(AttentionSite(ctx.graph_id, node.name, False, match))
             continue
-        ctx.attention_sites.append(_rewrite(gm.graph, node, match, ctx))
-        converted.extend(read.buf for read in match[:2])
+        rewrite = _rewrite_concat if concat is not None else _rewrite
+        ctx.attention_sites.append(rewrite(gm.graph, node, match, ctx))
+        converted.extend(m.past if concat is not None else m.buf for m in match[:2])
         count += 1
     if count:
         _check(gm, converted)
@@ -193,9 +285,9 @@ def nvfp4_kv_cache(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
 
 
 def _check(gm: fx.GraphModule, buffers: list[fx.Node]) -> None:
-    """The converted buffers are no longer read or written; the graph is well formed."""
+    """The converted buffers (or pasts) are no longer read or written elsewhere; the graph is well formed."""
     for buf in buffers:
-        left = [u.name for u in buf.users if u.target is not cached_attention]
+        left = [u.name for u in buf.users if u.target not in (cached_attention, concat_attention)]
         if left:
             raise AssertionError(f"nvfp4_kv_cache: buffer {buf.name} still used by {left}")
     gm.graph.lint()
