@@ -280,3 +280,71 @@ def test_a_concatenation_that_is_not_returned_is_left_alone():
         compiled(_chunks(1)[0], past)
     (site,) = compiled.report().attention
     assert not site.converted and "not returned as the next past" in site.reason
+
+
+class _CacheObject:
+    """An explicit cache object the model is given, shaped like transformers' DynamicCache: its
+    ``update`` concatenates a layer's new K/V to the stored ones and returns the result."""
+
+    def __init__(self):
+        self.keys, self.values = [], []
+
+    def update(self, k, v, layer: int):
+        if len(self.keys) <= layer:
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer] = torch.cat([self.keys[layer], k], dim=-2)
+            self.values[layer] = torch.cat([self.values[layer], v], dim=-2)
+        return self.keys[layer], self.values[layer]
+
+
+class _CacheObjectBlock(torch.nn.Module):
+    def __init__(self, layer: int):
+        super().__init__()
+        self.layer = layer
+        torch.manual_seed(layer)
+        self.qkv = torch.nn.Linear(64, 192)
+        self.out = torch.nn.Linear(64, 64)
+
+    def forward(self, x, cache):
+        q, k, v = self.qkv(x).unflatten(-1, (3, 2, 32)).permute(2, 0, 3, 1, 4)   # [B, H, T, D] each
+        k, v = cache.update(k, v, self.layer)
+        return x + self.out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2))
+
+
+class _CacheObjectModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([_CacheObjectBlock(0), _CacheObjectBlock(1)])
+
+    def forward(self, x, cache):
+        for block in self.blocks:
+            x = block(x, cache)
+        return x
+
+
+def test_an_explicit_cache_object_holds_nvfp4_handles():
+    """The model is given a cache object whose update() concatenates (DynamicCache's shape): after
+    the first chunk the object holds handles to NVFP4 pages, one store per layer, and each chunk
+    equals the unconverted model over the K/V dequantized from those pages."""
+    model = _CacheObjectModel().eval()
+    converted = nvfp4.compile(model, backend="reference", kv_page_size=16)
+    dense = nvfp4.compile(model, backend="reference", kv_cache=False)
+    cache = _CacheObject()
+    with torch.no_grad():
+        for i, x in enumerate(_chunks(4, batch=1)):
+            pasts = [(k, v) for k, v in zip(cache.keys, cache.values)]
+            out = converted(x, cache)
+            paged = _CacheObject()  # what the pages held for this call, as dense tensors
+            for k, v in pasts:
+                paged.keys.append(dense_past(k, "k").transpose(1, 2))
+                paged.values.append(dense_past(v, "v").transpose(1, 2))
+            expected = dense(x, paged)
+            assert (out - expected).norm() / expected.norm() < 1e-5
+            if i:
+                handles = [past_handle(k) for k in cache.keys]
+                assert None not in handles and handles[0].store is not handles[1].store
+                assert handles[0].tokens == 16 * (i + 1)
+    names = sorted(a.k_buffer for a in converted.report().attention if a.converted)
+    assert names == ["cache.keys[0]", "cache.keys[1]"]
