@@ -119,9 +119,12 @@ def report(compiled: NVFP4Module) -> Report:
     boundaries = latest_per_name((b for g in graphs for b in g.context.boundaries), key=lambda b: b.producer)
     eager = sorted(compiled.eager_linears - seen)
     uncaptured = [n for n in _linear_names(compiled.model) if n not in seen and n not in eager] if graphs else []
-    distinct_graphs = len({_graph_signature(g.graph_module) for g in graphs})
+    signatures = [_graph_signature(g.graph_module) for g in graphs]
+    distinct_graphs = len(set(signatures))
+    # a converted attention once per cache; any other once per node of each distinct graph (a graph
+    # recompiled for new shapes lists its attention calls again)
     attention = latest_per_name((a for g in graphs for a in g.context.attention_sites),
-                                key=lambda a: (a.k_buffer or a.node, a.graph_id if not a.k_buffer else 0))
+                                key=lambda a: a.k_buffer or (a.node, signatures[a.graph_id]))
     return Report(sites, boundaries, distinct_graphs, len(graphs), uncaptured, eager, _config_fields(compiled.config),
                   attention, [g.context.inductor for g in graphs])
 

@@ -34,6 +34,8 @@ def test_demo_generates_chunks_close_to_bf16():
     # the whole envelope: both blocks' self-attention K/V went into NVFP4 pages, 3.5x smaller than
     # the model's bf16 buffers holding the same two chunks (data, E4M3 and per-page FP32 scales)
     assert out["report"]["summary"]["attention_kv_converted"] == 2
+    # each call listed once, though the graph was captured once per chunk (new cache positions)
+    assert out["report"]["summary"]["compilations"] == 2 and out["report"]["summary"]["attention_calls"] == 4
     kv = out["kv_cache"]
     assert (kv["tokens_per_layer"], kv["layers"]) == (2 * 32, 2)
     assert kv["bf16_bytes"] == 2 * 2 * 64 * 64 * 2  # K and V x 2 layers x 64 tokens x dim 64 x 2 bytes
