@@ -87,22 +87,30 @@ class PagedKVStore:
 _WRITE_SERIALS = itertools.count(1)
 
 
-# id(K buffer) -> (weak reference to it, its store); an entry goes when its buffer is freed.
-# (A WeakKeyDictionary would compare tensors with ==, which is elementwise.)
-_STORES: dict[int, tuple[weakref.ref, PagedKVStore]] = {}
+class _ByTensor:
+    """Values keyed by a tensor's identity; an entry goes when its tensor is freed. (A
+    WeakKeyDictionary would compare tensors with ==, which is elementwise.)"""
+
+    def __init__(self):
+        self._entries: dict[int, tuple[weakref.ref, object]] = {}
+
+    def get(self, tensor: torch.Tensor):
+        entry = self._entries.get(id(tensor))
+        return entry[1] if entry is not None and entry[0]() is tensor else None
+
+    def put(self, tensor: torch.Tensor, value):
+        key = id(tensor)
+        self._entries[key] = (weakref.ref(tensor), value)
+        weakref.finalize(tensor, self._entries.pop, key, None)
+        return value
+
+
+_STORES = _ByTensor()  # K buffer -> its PagedKVStore
 
 
 def store_for(k_buffer: torch.Tensor) -> PagedKVStore | None:
     """The paged NVFP4 store standing in for a model's K buffer, once a converted graph ran."""
-    entry = _STORES.get(id(k_buffer))
-    return entry[1] if entry is not None and entry[0]() is k_buffer else None
-
-
-def _new_store(k_buffer: torch.Tensor, store: PagedKVStore) -> PagedKVStore:
-    key = id(k_buffer)
-    _STORES[key] = (weakref.ref(k_buffer), store)
-    weakref.finalize(k_buffer, _STORES.pop, key, None)
-    return store
+    return _STORES.get(k_buffer)
 
 
 def cached_attention(k_buffer: torch.Tensor, v_buffer: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
@@ -115,7 +123,7 @@ def cached_attention(k_buffer: torch.Tensor, v_buffer: torch.Tensor, q: torch.Te
         k, v = k.transpose(1, 2), v.transpose(1, 2)
     store = store_for(k_buffer)
     if store is None:
-        store = _new_store(k_buffer, PagedKVStore(q.shape[0], k.shape[2], k.shape[-1], token_capacity,
+        store = _STORES.put(k_buffer, PagedKVStore(q.shape[0], k.shape[2], k.shape[-1], token_capacity,
                                                   page_size, q.device))
     return store.attend(q, k, v, int(write_start), int(read_start), scale)
 
@@ -136,28 +144,20 @@ class PastHandle:
         return self.tokens == 0 or (self.tokens, self.serial) in self.store.writes
 
 
-# id(past tensor) -> (weak reference to it, its handle): the handles concat_attention returned and
-# the dense pasts it quantized (so the denoising steps of one chunk, which pass the same past,
-# share one store)
-_PASTS: dict[int, tuple[weakref.ref, PastHandle]] = {}
+# past tensor -> its PastHandle: the handles concat_attention returned and the dense pasts it
+# quantized (so the denoising steps of one chunk, which pass the same past, share one store)
+_PASTS = _ByTensor()
 
 
 def past_handle(past: torch.Tensor) -> PastHandle | None:
     """The :class:`PastHandle` of a past K or V tensor a converted attention returned or took."""
-    entry = _PASTS.get(id(past))
-    return entry[1] if entry is not None and entry[0]() is past else None
-
-
-def _register_past(past: torch.Tensor, handle: PastHandle) -> None:
-    key = id(past)
-    _PASTS[key] = (weakref.ref(past), handle)
-    weakref.finalize(past, _PASTS.pop, key, None)
+    return _PASTS.get(past)
 
 
 def _handle_tensor(shape, dtype, device, handle: PastHandle, token_axis: int) -> torch.Tensor:
     """A tensor of ``shape`` that holds no K/V: one NaN, expanded (so reading it as data shows)."""
     past = torch.full((), float("nan"), dtype=dtype, device=device).expand(shape)
-    _register_past(past, handle)
+    _PASTS.put(past, handle)
     torch._dynamo.maybe_mark_dynamic(past, token_axis)
     return past
 
@@ -188,8 +188,8 @@ def _past_store(past_k, past_v, page_size: int, token_axis: int, fresh_tokens: i
     if tokens:
         store._append(dense_k, dense_v)
     handle = PastHandle(store, tokens, store.writes[-1][1] if tokens else 0)
-    _register_past(past_k, handle)
-    _register_past(past_v, handle)
+    _PASTS.put(past_k, handle)
+    _PASTS.put(past_v, handle)
     return handle
 
 
