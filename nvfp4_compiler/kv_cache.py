@@ -254,6 +254,24 @@ class PagedNVFP4Cache:
             raise ValueError("k, v: the range spans a partly filled page that is not its last")
         self._write(state.pages[first: last + 1], k, v)
 
+    def drop(self, seq: int, start: int, tokens: int) -> None:
+        """Free the pages holding stored tokens ``start .. start + tokens`` of ``seq``; the tokens
+        after them move up (a dense cache rolled by a copy, LongLive's way of keeping a sink and a
+        window). Both ends must be page boundaries, and the sink stays whole."""
+        state = self._get(seq)
+        ends = [0] + [sum(state.fill[: i + 1]) for i in range(len(state.fill))]
+        if start not in ends or start + tokens not in ends:
+            raise ValueError(f"start, tokens: {start}..{start + tokens} are not page boundaries of sequence {seq} "
+                             f"(page ends: {ends[1:]})")
+        first, last = ends.index(start), ends.index(start + tokens)
+        if first < state.sink_pages and last > first:
+            raise ValueError(f"start: dropping tokens {start}..{start + tokens} of sequence {seq} would cut into its sink")
+        dropped = state.pages[first:last]
+        self._tables.clear()
+        state.evicted_tokens += tokens
+        del state.pages[first:last], state.fill[first:last]
+        self._free.extend(reversed(dropped))
+
     def truncate(self, seq: int, tokens: int) -> None:
         """Keep the first ``tokens`` stored tokens of ``seq`` and free the pages after them; ``tokens``
         must end a page (appends start on fresh pages, so every append boundary does) and keep the

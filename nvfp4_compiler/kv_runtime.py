@@ -62,6 +62,19 @@ class PagedKVStore:
         self.written += k.shape[1]
         self.writes.append((self.written, next(_WRITE_SERIALS)))
 
+    def roll(self, start: int, evicted: int, kept: int) -> None:
+        """The model moved buffer positions ``start + evicted ..`` (``kept`` tokens, the rest of
+        what it wrote) down to ``start`` by a copy: drop ``evicted`` tokens at ``start``."""
+        if start + evicted + kept != self.written:
+            raise ValueError(f"nvfp4_kv_cache: the model rolls buffer positions {start + evicted}..{start + evicted + kept} "
+                             f"down to {start}, but the paged NVFP4 cache holds 0..{self.written - 1}; a converted "
+                             f"roll moves everything after the dropped tokens")
+        for seq in self.seqs:  # ValueError unless the dropped tokens are whole writes (pages) after the first
+            self.cache.drop(seq, start, evicted)
+        self.written -= evicted
+        self.writes = [(end if end <= start else end - evicted, serial) for end, serial in self.writes
+                       if not start < end <= start + evicted]
+
     def attend(self, q, k, v, write_start: int, read_start: int, scale) -> torch.Tensor:
         """q [B, H, T, D] (SDPA's layout), k, v [B, T, H, D] -> softmax(q [cache; k]^T) [cache; v]
         [B, H, T, D], then the chunk's k, v are stored."""
@@ -115,16 +128,20 @@ def store_for(k_buffer: torch.Tensor) -> PagedKVStore | None:
 
 def cached_attention(k_buffer: torch.Tensor, v_buffer: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                      v: torch.Tensor, write_start, read_start, token_capacity: int, page_size: int,
-                     scale: float | None = None, token_axis: int = 2) -> torch.Tensor:
+                     scale: float | None = None, token_axis: int = 2, roll=None) -> torch.Tensor:
     """The call the pass puts in place of ``buf[..., a:b, :] = k; sdpa(q, buf[..., c:b, :], ...)``.
     ``k``, ``v`` are what the model wrote: [B, H, T, D] for buffers in SDPA's layout
-    (``token_axis`` 2), [B, T, H, D] for buffers in flash-attn's (``token_axis`` 1)."""
+    (``token_axis`` 2), [B, T, H, D] for buffers in flash-attn's (``token_axis`` 1). ``roll``
+    (start, evicted, kept): before the write, the model copied ``buf[start + evicted ..][:kept]``
+    to ``buf[start ..]``, dropping ``evicted`` tokens after a sink of ``start`` (LongLive's roll)."""
     if token_axis == 2:
         k, v = k.transpose(1, 2), v.transpose(1, 2)
     store = store_for(k_buffer)
     if store is None:
         store = _STORES.put(k_buffer, PagedKVStore(q.shape[0], k.shape[2], k.shape[-1], token_capacity,
                                                   page_size, q.device))
+    if roll is not None:
+        store.roll(*(int(n) for n in roll))
     return store.attend(q, k, v, int(write_start), int(read_start), scale)
 
 

@@ -229,3 +229,24 @@ def test_used_bytes_count_held_pages_only():
     big = PagedNVFP4Cache(8, 64, H, D)            # per-page FP32 scales weigh little on 64-token pages
     per_token_bf16 = 2 * 2 * H * D                 # K and V, bf16
     assert 8 * 64 * per_token_bf16 / big.nbytes() >= 3.5
+
+
+def test_drop_frees_a_page_range_after_the_sink_and_moves_the_rest_up():
+    cache = PagedNVFP4Cache(8, S, H, D)
+    cache.add_sequence(0)
+    cache.append(0, *_kv(4, 1), sink=True)   # the sink: one page
+    cache.append(0, *_kv(6, 2))               # pages of 4 + 2
+    cache.append(0, *_kv(3, 3))               # one page
+    k_before, _ = cache.gather(0)
+    table_before = cache.page_tables([0])[0].clone()
+    before = _snapshot(cache)
+    for start, tokens, match in ((0, 4, "sink"), (4, 5, "page boundaries"), (5, 4, "page boundaries")):
+        with pytest.raises(ValueError, match=match):
+            cache.drop(0, start, tokens)
+        after = _snapshot(cache)             # nothing changed
+        assert after[0] == before[0] and after[1] == before[1]
+    cache.drop(0, 4, 6)
+    assert cache.length(0) == 7 and cache.free_pages == 8 - 2
+    assert torch.equal(cache.gather(0)[0], torch.cat([k_before[:4], k_before[10:]]))
+    assert not torch.equal(cache.page_tables([0])[0], table_before)  # the kept tables were dropped
+    cache.check_invariants()

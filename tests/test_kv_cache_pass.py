@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import nvfp4_compiler as nvfp4
 from nvfp4_compiler.generate import ChunkKVCache, generate_cached, generate_dense_cache
-from nvfp4_compiler.kv_runtime import dense_past, past_handle, store_for
+from nvfp4_compiler.kv_runtime import PagedKVStore, dense_past, past_handle, store_for
 from nvfp4_compiler.models import build_model
 
 
@@ -348,3 +348,44 @@ def test_an_explicit_cache_object_holds_nvfp4_handles():
                 assert handles[0].tokens == 16 * (i + 1)
     names = sorted(a.k_buffer for a in converted.report().attention if a.converted)
     assert names == ["cache.keys[0]", "cache.keys[1]"]
+
+
+def test_buffers_rolled_past_a_sink_generate_what_a_windowed_nvfp4_cache_generates():
+    """LongLive's dense cache with a sink: when a new chunk does not fit, the model drops the oldest
+    chunk after the sink by copying the rest down (``enable_dense_kv_cache(sink_tokens=...)``). The
+    pass turns that copy into dropping the chunk's pages, so generation equals generation with an
+    explicit NVFP4 cache holding the sink and a window of the same size."""
+    chunks, tokens = 6, 32  # tiny: 32 tokens a chunk; the buffers hold the sink, two chunks and the new one
+    model = build_model("tiny", device=DEVICE).eval()
+    assert model.cfg.chunk_tokens == tokens
+    model.enable_dense_kv_cache(2, 4 * tokens, sink_tokens=tokens)
+    noise, text = _inputs(model, chunks=chunks)
+    compiled = nvfp4.compile(model, backend=BACKEND, kv_page_size=16, inductor=False)
+    via_pass = generate_dense_cache(compiled, noise, text, steps=2)
+
+    cfg = model.cfg
+    cache = ChunkKVCache(cfg.num_layers, 2, cfg.num_heads, cfg.head_dim, num_pages=64, page_size=16,
+                         window_tokens=2 * tokens, device=DEVICE)
+    explicit = generate_cached(nvfp4.compile(model, backend=BACKEND, inductor=False), noise, text, cache, steps=2)
+    for a, b in zip(via_pass, explicit):
+        assert (a - b).norm() / b.norm() < 1e-5
+
+    sites = [a for g in compiled.backend.graphs for a in g.context.attention_sites]  # the report keeps the last
+    rolled = {a.k_buffer for a in sites if a.converted and "rolled past a 32-token sink" in a.reason}
+    assert rolled == {f"blocks.{i}.self_attn.k_cache" for i in range(cfg.num_layers)}
+    for block in model.blocks:  # the sink, the window and the last chunk: 4 chunks of 2 pages per sequence
+        store = store_for(block.self_attn.k_cache)
+        assert store.written == 4 * tokens and store.cache.free_pages == store.cache.num_pages - 2 * 4 * 2
+        store.cache.check_invariants()
+
+
+def test_a_roll_that_does_not_drop_whole_writes_raises_and_changes_nothing():
+    store = PagedKVStore(1, 2, 32, 64, 16, "cpu")
+    k = torch.randn(1, 24, 2, 32)
+    store.attend(torch.randn(1, 2, 4, 32), k, k, 0, 0, None)       # a write of 24 tokens: pages of 16 + 8
+    store.attend(torch.randn(1, 2, 4, 32), k, k, 24, 0, None)
+    with pytest.raises(ValueError, match="page boundaries"):
+        store.roll(8, 16, 24)                                       # 8..24 is not a page range
+    with pytest.raises(ValueError, match="holds 0..47"):
+        store.roll(0, 24, 8)                                        # does not move everything after
+    assert store.written == 48 and store.cache.length(0) == 48

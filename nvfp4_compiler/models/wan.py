@@ -89,17 +89,42 @@ class SelfAttention(AttentionProjections):
         if kv is not None:  # earlier chunks' K/V live in an NVFP4 paged cache (LongLive generation)
             return self.to_out(kv.attend(q, k, v).transpose(1, 2).flatten(2))
         if cache_position is not None:  # the dense cache the model keeps (VideoDiT.enable_dense_kv_cache)
-            end = cache_position + k.shape[2]
-            self.k_cache[:, :, cache_position:end] = k
-            self.v_cache[:, :, cache_position:end] = v
-            out = F.scaled_dot_product_attention(q, self.k_cache[:, :, :end], self.v_cache[:, :, :end])
-            return self.to_out(out.transpose(1, 2).flatten(2))
+            return self.to_out(self._dense_cache_attention(q, k, v, cache_position).transpose(1, 2).flatten(2))
         if context is not None:  # clean tokens of earlier chunks: attended to, never attending back
             k_past = apply_rope(self.heads(self.norm_k(self.to_k(context))), context_angles)
             v_past = self.heads(self.to_v(context))
             k, v = torch.cat([k_past, k], dim=2), torch.cat([v_past, v], dim=2)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).flatten(2))
+
+
+    def _dense_cache_attention(self, q, k, v, position: int) -> torch.Tensor:
+        """LongLive's cache in dense buffers: the chunk of tokens ``position ..`` is written at its
+        place in the buffers and the attention reads the filled prefix. A call for the same chunk
+        again (a later denoising step) rewrites it. With a sink (``sink_tokens``), a new chunk that
+        does not fit first rolls the buffers: the oldest tokens after the sink are dropped by
+        copying the rest down, so the buffers hold the sink plus a rolling window."""
+        end = position + k.shape[2]
+        local_end = end if self.cache_sink_tokens is None else self._rolled_end(position, end)
+        self.k_cache[:, :, local_end - k.shape[2]:local_end] = k
+        self.v_cache[:, :, local_end - k.shape[2]:local_end] = v
+        return F.scaled_dot_product_attention(q, self.k_cache[:, :, :local_end], self.v_cache[:, :, :local_end])
+
+    def _rolled_end(self, position: int, end: int) -> int:
+        """Where the chunk of tokens ``position .. end`` ends in buffers with a sink, rolling them
+        first if it is a new chunk that does not fit (LongLive keeps the same two counters: the
+        last chunk's end in the sequence and in the buffers)."""
+        if position == 0:
+            self.cache_global_end, self.cache_local_end = 0, 0
+        local_end = self.cache_local_end + end - self.cache_global_end
+        if local_end > self.k_cache.shape[2] and end > self.cache_global_end:
+            sink, evicted = self.cache_sink_tokens, local_end - self.k_cache.shape[2]
+            kept = self.cache_local_end - evicted - sink
+            self.k_cache[:, :, sink:sink + kept] = self.k_cache[:, :, sink + evicted:sink + evicted + kept].clone()
+            self.v_cache[:, :, sink:sink + kept] = self.v_cache[:, :, sink + evicted:sink + evicted + kept].clone()
+            local_end -= evicted
+        self.cache_global_end, self.cache_local_end = end, local_end
+        return local_end
 
 
 class CrossAttention(AttentionProjections):
@@ -172,12 +197,17 @@ class VideoDiT(nn.Module):
         x = tokens.reshape(b, frames // pt, height // ph, width // pw, -1, pt, ph, pw)
         return x.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, -1, frames, height, width)
 
-    def enable_dense_kv_cache(self, batch: int, max_tokens: int) -> None:
+    def enable_dense_kv_cache(self, batch: int, max_tokens: int, sink_tokens: int | None = None) -> None:
         """Give every self-attention dense K/V buffers [batch, heads, max_tokens, head_dim] (the
         LongLive/CausVid way: each call writes its chunk at ``cache_position`` and attends over the
-        filled prefix). ``nvfp4.compile`` moves such caches into paged NVFP4 storage."""
+        filled prefix). With ``sink_tokens``, a chunk that does not fit rolls the buffers (LongLive):
+        the first ``sink_tokens`` stay, the oldest after them are dropped. ``nvfp4.compile`` moves
+        such caches into paged NVFP4 storage."""
+        if sink_tokens is not None and not 0 < sink_tokens < max_tokens:
+            raise ValueError(f"sink_tokens: expected 0 < sink_tokens < max_tokens = {max_tokens}, got {sink_tokens}")
         for block in self.blocks:
             attn = block.self_attn
+            attn.cache_sink_tokens, attn.cache_global_end, attn.cache_local_end = sink_tokens, 0, 0
             shape = (batch, self.cfg.num_heads, max_tokens, self.cfg.head_dim)
             dtype, device = attn.to_k.weight.dtype, attn.to_k.weight.device
             attn.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)

@@ -122,5 +122,5 @@ def parameter_name_from_source(source_name: str) -> str | None:
     tokens = [a or b for a, b in _SOURCE_TOKEN.findall(source_name)]
     if not tokens or "_parameters" not in tokens and "_buffers" not in tokens:
         return None
-    parts = [t for t in tokens[1:] if t not in ("_modules", "_parameters", "_buffers")]
+    parts = [t for t in tokens[1:] if t not in ("_modules", "_parameters", "_buffers", "__dict__")]
     return ".".join(parts) or None

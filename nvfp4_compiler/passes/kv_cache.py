@@ -8,7 +8,9 @@ K/V into preallocated buffers and attends over the filled prefix), with buffers 
     v_buf[:, :, a:b] = v                   operator.setitem(v_buf, (:, :, a:b), v)
     out = sdpa(q, k_buf[:, :, c:b], v_buf[:, :, c:b])
 
-or in flash-attn's layout [B, T, H, D] (Wan's and LongLive's), read through a transpose::
+optionally after a roll that drops the ``e`` oldest tokens after a sink of ``s`` (LongLive's sink
+and rolling window: ``k_buf[:, :, s:s+n] = k_buf[:, :, s+e:s+e+n].clone()``, becoming ``roll=(s, e,
+n)``), or in flash-attn's layout [B, T, H, D] (Wan's and LongLive's), read through a transpose::
 
     k_buf[:, a:b] = k;  v_buf[:, a:b] = v
     out = sdpa(q, k_buf[:, c:b].transpose(1, 2), v_buf[:, c:b].transpose(1, 2))   # or .permute(0, 2, 1, 3)
@@ -209,52 +211,117 @@ def _why_not(node: fx.Node) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class RollCopy:
+    """``buf[s : s+kept] = buf[s+evicted : s+evicted+kept].clone()`` before the chunk's write:
+    LongLive's roll, which drops ``evicted`` tokens after a sink of ``s``; ``nodes`` are the
+    copy's slice, clone and write."""
+    start: int
+    evicted: int
+    kept: int
+    nodes: tuple[fx.Node, ...]
+
+
+def _roll_copy(write: fx.Node, buf: fx.Node, axis: int) -> RollCopy | None:
+    """``write`` as a roll of ``buf`` along ``axis`` (constant bounds), or None."""
+    value = write.args[2]
+    is_clone = isinstance(value, fx.Node) and (
+        (value.op == "call_method" and value.target == "clone") or (value.op == "call_function" and value.target is torch.clone))
+    found = _buffer_slice(value.args[0], axis) if is_clone else None
+    dst = _token_slice(write.args[1], axis)
+    if found is None or found[0] is not buf or dst is None:
+        return None
+    src = found[1]
+    bounds = (src.start, src.stop, dst.start or 0, dst.stop)
+    if not all(isinstance(b, int) for b in bounds):
+        return None
+    kept, evicted = dst.stop - bounds[2], src.start - bounds[2]
+    if kept < 0 or evicted <= 0 or src.stop - src.start != kept:
+        return None
+    return RollCopy(bounds[2], evicted, kept, (value.args[0], value, write))
+
+
+@dataclass(frozen=True)
+class BufferMatch:
+    """A cached attention over buffers: the reads SDPA gets, the chunk's writes, the rolls before them."""
+    k_read: BufferRead
+    v_read: BufferRead
+    k_write: fx.Node
+    v_write: fx.Node
+    tokens: slice                 # the written token range
+    k_roll: RollCopy | None
+    v_roll: RollCopy | None
+
+
+def _chunk_write_and_roll(read: BufferRead):
+    """(the chunk's write, the roll before it or None) of a buffer, or a reason."""
+    writes = _buffer_writes(read.buf)
+    rolls = [r for r in (_roll_copy(w, read.buf, read.token_axis) for w in writes) if r is not None]
+    chunk = [w for w in writes if all(w is not r.nodes[-1] for r in rolls)]
+    if len(chunk) != 1 or len(rolls) > 1:
+        return "the cache buffers are not written exactly once in this graph (besides a roll)"
+    roll = rolls[0] if rolls else None
+    if roll is not None and any(len(n.users) != 1 for n in roll.nodes[:2]):
+        return f"the roll of buffer {read.buf.name} is used by other nodes too"
+    return chunk[0], roll
+
+
 def _match(node: fx.Node):
-    """(K read, V read, K write, V write, write slice) of a cached attention, or a reason."""
+    """The :class:`BufferMatch` of a cached attention, or a reason."""
     _, k_arg, v_arg = _qkv(node)
     k_read, v_read = _buffer_read(k_arg), _buffer_read(v_arg)
     if k_read is None or v_read is None:
         return "no KV cache: K/V are neither read from buffers the model keeps nor concatenated to past K/V passed in"
     if (k_read.tokens, k_read.token_axis) != (v_read.tokens, v_read.token_axis) or k_read.buf is v_read.buf:
         return "K and V are read from different ranges or one buffer"
-    writes = _buffer_writes(k_read.buf), _buffer_writes(v_read.buf)
-    if len(writes[0]) != 1 or len(writes[1]) != 1:
-        return "the cache buffers are not written exactly once in this graph"
-    k_write, v_write = writes[0][0], writes[1][0]
+    found = _chunk_write_and_roll(k_read), _chunk_write_and_roll(v_read)
+    reason = next((f for f in found if isinstance(f, str)), None)
+    if reason is not None:
+        return reason
+    (k_write, k_roll), (v_write, v_roll) = found
+    if (k_roll is None) != (v_roll is None) or (
+            k_roll is not None and (k_roll.start, k_roll.evicted, k_roll.kept) != (v_roll.start, v_roll.evicted, v_roll.kept)):
+        return "K and V are rolled differently"
     w_slice, w_slice_v = (_token_slice(w.args[1], k_read.token_axis) for w in (k_write, v_write))
     if w_slice is None or w_slice != w_slice_v:
         return "the K/V writes are not one token range of both buffers"
     if w_slice.stop is not k_read.tokens.stop and w_slice.stop != k_read.tokens.stop:
         return "the attention does not read up to the end of the write"
-    for read, write in ((k_read, k_write), (v_read, v_write)):
-        if set(read.buf.users) != {write, read.nodes[-1]} or any(len(n.users) != 1 for n in read.nodes):
-            return f"the buffer {read.buf.name} is used by other nodes too"
     order = {n: i for i, n in enumerate(node.graph.nodes)}
-    if not (order[k_write] < order[k_read.nodes[-1]] and order[v_write] < order[v_read.nodes[-1]]):
-        return "the attention reads the buffers before they are written"
-    return k_read, v_read, k_write, v_write, w_slice
+    for read, write, roll in ((k_read, k_write, k_roll), (v_read, v_write, v_roll)):
+        roll_nodes = set(roll.nodes[::2]) if roll is not None else set()  # its slice and its write use the buffer
+        if set(read.buf.users) != {write, read.nodes[-1], *roll_nodes} or any(len(n.users) != 1 for n in read.nodes):
+            return f"the buffer {read.buf.name} is used by other nodes too"
+        if not order[write] < order[read.nodes[-1]]:
+            return "the attention reads the buffers before they are written"
+        if roll is not None and not order[roll.nodes[-1]] < order[write]:
+            return "the buffers are rolled after the chunk is written"
+    return BufferMatch(k_read, v_read, k_write, v_write, w_slice, k_roll, v_roll)
 
 
-def _rewrite(graph: fx.Graph, node: fx.Node, match, ctx: CompileContext) -> AttentionSite:
-    k_read, v_read, k_write, v_write, w_slice = match
+def _rewrite(graph: fx.Graph, node: fx.Node, match: BufferMatch, ctx: CompileContext) -> AttentionSite:
+    k_read, v_read, roll = match.k_read, match.v_read, match.k_roll
     q = _qkv(node)[0]
     k_buf, v_buf = k_read.buf, v_read.buf
     capacity = example_value(k_buf).shape[k_read.token_axis]
-    scale = node.kwargs.get("scale")
+    roll_args = None if roll is None else (roll.start, roll.evicted, roll.kept)
     with graph.inserting_before(node):
         new = graph.call_function(cached_attention, (
-            k_buf, v_buf, q, k_write.args[2], v_write.args[2], w_slice.start or 0, k_read.tokens.start or 0,
-            capacity, ctx.config.kv_page_size), {"scale": scale, "token_axis": k_read.token_axis})
+            k_buf, v_buf, q, match.k_write.args[2], match.v_write.args[2], match.tokens.start or 0,
+            k_read.tokens.start or 0, capacity, ctx.config.kv_page_size),
+            {"scale": node.kwargs.get("scale"), "token_axis": k_read.token_axis, "roll": roll_args})
     copy_meta_value(new, example_value(node))
     node.replace_all_uses_with(new)
     graph.erase_node(node)
-    for dead in (*k_read.nodes, *v_read.nodes, k_write, v_write):  # each read's nodes from SDPA's side
+    rolls = [n for r in (match.k_roll, match.v_roll) if r is not None for n in reversed(r.nodes)]
+    for dead in (*k_read.nodes, *v_read.nodes, match.k_write, match.v_write, *rolls):  # users before their inputs
         if not dead.users:
             graph.erase_node(dead)
     names = ctx.param_names
     layout = "[B, H, T, D]" if k_read.token_axis == SDPA_TOKEN_AXIS else "[B, T, H, D]"
+    rolled = "" if roll is None else f"; rolled past a {roll.start}-token sink"
     return AttentionSite(ctx.graph_id, node.name, True,
-                         f"KV cache in paged NVFP4 ({ctx.config.kv_page_size}-token pages; {layout} buffers)",
+                         f"KV cache in paged NVFP4 ({ctx.config.kv_page_size}-token pages; {layout} buffers{rolled})",
                          names.get(k_buf.name, k_buf.name), names.get(v_buf.name, v_buf.name), capacity)
 
 
@@ -276,7 +343,7 @@ def nvfp4_kv_cache(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
             continue
         rewrite = _rewrite_concat if concat is not None else _rewrite
         ctx.attention_sites.append(rewrite(gm.graph, node, match, ctx))
-        converted.extend(m.past if concat is not None else m.buf for m in match[:2])
+        converted.extend((match[0].past, match[1].past) if concat is not None else (match.k_read.buf, match.v_read.buf))
         count += 1
     if count:
         _check(gm, converted)
