@@ -210,7 +210,8 @@ def roundtrip(
 @app.command()
 def demo(
     config: str = typer.Option("tiny", help="Embedded model config (tiny runs in seconds on a CPU)."),
-    chunks: int = typer.Option(3, min=1, help="Video chunks to generate, one after another."),
+    chunks: int = typer.Option(4, min=1, help="Video chunks to generate, one after another (from the fourth on, "
+                                              "the cache rolls: sink + window)."),
     steps: int = typer.Option(4, min=1, help="Denoising steps per chunk."),
     seed: int = typer.Option(0, help="Seed of the weights and the noise."),
     device: str = typer.Option("auto", help="'auto' (CUDA if available), 'cpu' or 'cuda'."),
@@ -239,9 +240,10 @@ def demo(
                       f"{row['sqnr_db']:.2f}", "yes" if row["finite"] else "[red]NO[/red]")
     console.print(table)
     kv = result.kv_cache
-    console.print(f"KV cache after the last chunk ({kv['tokens_per_layer']} tokens x {kv['layers']} layers): "
-                  f"bf16 buffers {kv['bf16_bytes'] / 1024:.1f} KiB, NVFP4 pages {kv['nvfp4_bytes'] / 1024:.1f} KiB "
-                  f"({kv['bf16_bytes'] / kv['nvfp4_bytes']:.2f}x smaller), read in place by the attention")
+    console.print(f"KV cache after the last chunk (sink + window + last chunk: {kv['tokens_per_layer']} tokens x "
+                  f"{kv['layers']} layers): {kv['bf16_bytes'] / 1024:.1f} KiB in bf16, NVFP4 pages "
+                  f"{kv['nvfp4_bytes'] / 1024:.1f} KiB ({kv['bf16_bytes'] / kv['nvfp4_bytes']:.2f}x smaller), read in "
+                  "place by the attention")
     console.print(f"time: bf16 {result.seconds_bf16:.2f} s, NVFP4 {result.seconds_nvfp4:.2f} s "
                   "(NVFP4 includes graph capture; the reference backend dequantizes in PyTorch)")
 

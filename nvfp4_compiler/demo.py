@@ -1,9 +1,11 @@
 """``nvfp4 demo``: compile the embedded tiny video DiT, generate chunks, compare against bf16.
 
-Both runs generate LongLive-style, chunk after chunk, each chunk attending to the K/V of the ones
-before through the model's own KV cache. The bf16 model keeps that cache in its dense bf16
-buffers; the compiled one has its GEMMs and its KV cache in NVFP4 (the ``nvfp4_kv_cache`` pass
-moves the buffers into paged NVFP4 storage, read in place by the attention): the whole envelope."""
+Both runs generate LongLive-style, chunk after chunk, each chunk attending through the model's own
+KV cache to a frame sink (the first chunk) and a rolling window (the chunk before it). The bf16
+model keeps that cache in its dense bf16 buffers, rolled by a copy when a chunk does not fit; the
+compiled one has its GEMMs and its KV cache in NVFP4 (the ``nvfp4_kv_cache`` pass moves the
+buffers into paged NVFP4 storage, read in place by the attention, and turns the roll into freeing
+the dropped chunk's pages): the whole envelope."""
 
 from __future__ import annotations
 
@@ -21,6 +23,9 @@ from .models import build_model, get_config
 from .report import Report
 from .roundtrip import sqnr_db
 
+#: The cache: the sink chunk, a window of this many chunks, and the chunk being generated.
+WINDOW_CHUNKS = 1
+
 
 @dataclass
 class DemoResult:
@@ -30,7 +35,7 @@ class DemoResult:
     report: Report
     seconds_bf16: float
     seconds_nvfp4: float
-    kv_cache: dict  # tokens per layer, layers, bf16_bytes (the dense buffers), nvfp4_bytes (pages in use)
+    kv_cache: dict  # tokens per layer, layers, bf16_bytes (those tokens in bf16), nvfp4_bytes (pages in use)
 
     def to_dict(self) -> dict:
         return {"device": self.device, "dtype": self.dtype, "chunks": self.chunks,
@@ -42,7 +47,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_demo(config: str = "tiny", chunks: int = 3, steps: int = 4, seed: int = 0,
+def run_demo(config: str = "tiny", chunks: int = 4, steps: int = 4, seed: int = 0,
              device: torch.device | None = None, progress: bool = True) -> DemoResult:
     """Generate ``chunks`` chunks with the bf16 model and its NVFP4 compilation from the same noise."""
     device = device or default_device()
@@ -52,7 +57,7 @@ def run_demo(config: str = "tiny", chunks: int = 3, steps: int = 4, seed: int = 
     shape = (1, cfg.in_channels, cfg.chunk_frames, cfg.latent_height, cfg.latent_width)
     noise = [torch.randn(shape, generator=gen).to(device, torch.bfloat16) for _ in range(chunks)]
     text = torch.randn(1, cfg.text_tokens, cfg.text_dim, generator=gen).to(device, torch.bfloat16)
-    model.enable_dense_kv_cache(1, chunks * cfg.chunk_tokens)
+    model.enable_dense_kv_cache(1, (2 + WINDOW_CHUNKS) * cfg.chunk_tokens, sink_tokens=cfg.chunk_tokens)
     compiled = nvfp4_compile(model, kv_page_size=demo_page_size(cfg.chunk_tokens))
 
     with Progress(disable=not progress, transient=True) as bar:
@@ -86,13 +91,13 @@ def demo_page_size(chunk_tokens: int) -> int:
 
 
 def kv_cache_bytes(model: torch.nn.Module) -> dict:
-    """What each self-attention's KV cache holds after generation: its dense bf16 buffers against
-    the NVFP4 pages that the compiled model wrote instead (raises if a block's cache was not
+    """What each self-attention's KV cache holds after generation: the NVFP4 pages that the
+    compiled model wrote, against the same tokens in bf16 (raises if a block's cache was not
     converted: then the demo would not show the envelope it claims)."""
-    buffers = [(block.self_attn.k_cache, block.self_attn.v_cache) for block in model.blocks]
-    stores = [store_for(k) for k, _ in buffers]
+    stores = [store_for(block.self_attn.k_cache) for block in model.blocks]
     if any(store is None for store in stores):
         raise RuntimeError("nvfp4 demo: the nvfp4_kv_cache pass left a self-attention's K/V cache in bf16")
+    bf16_per_token = 2 * 2 * stores[0].cache.num_heads * stores[0].cache.head_dim  # K and V, 2 bytes each
     return {"tokens_per_layer": stores[0].written, "layers": len(stores),
-            "bf16_bytes": sum(k.nbytes + v.nbytes for k, v in buffers),
+            "bf16_bytes": sum(store.written * len(store.seqs) * bf16_per_token for store in stores),
             "nvfp4_bytes": sum(store.cache.nbytes(used_only=True) for store in stores)}
