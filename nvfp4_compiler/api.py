@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import asdict
 
@@ -55,7 +56,15 @@ class NVFP4Module(nn.Module):
     def forward(self, *args, **kwargs):
         self._in_call["on"] = True
         try:
-            out = self._compiled(*args, **kwargs)
+            with self._no_eager_fallback_once_kv_converted():
+                out = self._compiled(*args, **kwargs)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as err:
+            raise CaptureError(
+                f"{type(self.model).__name__}: torch._dynamo.config.recompile_limit="
+                f"{torch._dynamo.config.recompile_limit} reached (each new input shape, cache position or other "
+                "Python number the model specializes on is a new capture). Past it Dynamo would run the model "
+                "eagerly, whose attention reads the dense K/V buffers that the converted graphs no longer write; "
+                "raise the limit (it is a global setting) to go on") from err
         except torch._dynamo.exc.Unsupported as err:
             raise CaptureError(_capture_message(self.model, err)) from err
         except torch._dynamo.exc.BackendCompilerFailed as err:
@@ -69,6 +78,14 @@ class NVFP4Module(nn.Module):
                 f"torch._dynamo.config.recompile_limit={torch._dynamo.config.recompile_limit} reached)"
             )
         return out
+
+    def _no_eager_fallback_once_kv_converted(self):
+        """Once a KV cache lives in NVFP4 pages, an eager run (what Dynamo falls back to past its
+        recompile limit) would attend over the stale dense buffers and silently give other results:
+        make hitting the limit an error instead (about 4 us a call; only such models pay it)."""
+        if not self.backend.kv_converted:
+            return contextlib.nullcontext()
+        return torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)
 
     def _eligible(self, name: str, linear: nn.Linear) -> bool:
         reason = self.config.linear_exclusion_reason(name, linear.in_features, linear.weight.dtype,

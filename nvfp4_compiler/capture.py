@@ -43,6 +43,7 @@ class NVFP4Backend:
         self.graphs: list[CapturedGraph] = []
         self.calibrating = False  # set by nvfp4.calibrate: run graphs through the amax observer
         self.weight_cache = WeightCache(config.four_over_six)  # shared by all graphs: each parameter quantized once
+        self.kv_converted = False  # a graph moved a KV cache into NVFP4 pages (the model's dense copy goes stale)
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list) -> object:
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -54,6 +55,7 @@ class NVFP4Backend:
         ctx = CompileContext(self.config, len(self.graphs), param_names, params, self.num_blocks, self.weight_cache)
         gm = run_pipeline(gm, ctx)
         self.graphs.append(CapturedGraph(gm, ctx))
+        self.kv_converted = self.kv_converted or any(site.converted for site in ctx.attention_sites)
         runner = GraphRunner(gm, ctx, _weight_slots(gm, arg_index, ctx), self.weight_cache, self.param_names, self)
         use, ctx.inductor = inductor.should_compile(gm, self.config.inductor, example_inputs)
         if use:

@@ -389,3 +389,19 @@ def test_a_roll_that_does_not_drop_whole_writes_raises_and_changes_nothing():
     with pytest.raises(ValueError, match="holds 0..47"):
         store.roll(0, 24, 8)                                        # does not move everything after
     assert store.written == 48 and store.cache.length(0) == 48
+
+
+def test_reaching_the_recompile_limit_after_a_conversion_raises_instead_of_reading_stale_buffers():
+    """Each new cache position is a new capture. Past Dynamo's recompile limit the model would run
+    eagerly, attending over dense buffers the converted graphs never wrote (measured: 4-5% off,
+    silently); once a cache is converted, that is a clear error instead."""
+    from nvfp4_compiler.capture import CaptureError
+
+    model = _ChunkAttention("bhtd")
+    compiled = nvfp4.compile(model, backend="reference", kv_page_size=16)
+    with torch.no_grad(), torch._dynamo.config.patch(recompile_limit=2):
+        for i, x in enumerate(_chunks(2, batch=1)):
+            compiled(x, 16 * i)
+        assert not model.k_cache.any()                   # the dense buffers were never written
+        with pytest.raises(CaptureError, match="recompile_limit=2 reached"):
+            compiled(_chunks(1, batch=1)[0], 32)
