@@ -97,7 +97,6 @@ class SelfAttention(AttentionProjections):
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).flatten(2))
 
-
     def _dense_cache_attention(self, q, k, v, position: int) -> torch.Tensor:
         """LongLive's cache in dense buffers: the chunk of tokens ``position ..`` is written at its
         place in the buffers and the attention reads the filled prefix. A call for the same chunk
