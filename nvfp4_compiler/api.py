@@ -56,7 +56,7 @@ class NVFP4Module(nn.Module):
     def forward(self, *args, **kwargs):
         self._in_call["on"] = True
         try:
-            with self._no_eager_fallback_once_kv_converted():
+            with self._no_eager_fallback_once_kv_converted(), self._dynamic_ints():
                 out = self._compiled(*args, **kwargs)
         except torch._dynamo.exc.FailOnRecompileLimitHit as err:
             raise CaptureError(
@@ -81,11 +81,21 @@ class NVFP4Module(nn.Module):
 
     def _no_eager_fallback_once_kv_converted(self):
         """Once a KV cache lives in NVFP4 pages, an eager run (what Dynamo falls back to past its
-        recompile limit) would attend over the stale dense buffers and silently give other results:
-        make hitting the limit an error instead (about 4 us a call; only such models pay it)."""
+        recompile limit) would attend over the stale dense buffers and silently give other results
+        (or over a past handle's NaN): make hitting the limit an error instead (about 4 us a call;
+        only such models pay it)."""
         if not self.backend.kv_converted:
             return contextlib.nullcontext()
         return torch._dynamo.config.patch(fail_on_recompile_limit_hit=True)
+
+    def _dynamic_ints(self):
+        """Config.dynamic_ints added to Dynamo's dynamic sources for this call (a setting of
+        torch.compiler.config, so that other compiled models keep theirs)."""
+        ours = self.config.dynamic_sources()
+        if not ours:
+            return contextlib.nullcontext()
+        theirs = torch.compiler.config.dynamic_sources
+        return torch.compiler.config.patch(dynamic_sources=f"{theirs},{ours}" if theirs else ours)
 
     def _eligible(self, name: str, linear: nn.Linear) -> bool:
         reason = self.config.linear_exclusion_reason(name, linear.in_features, linear.weight.dtype,
@@ -136,12 +146,11 @@ def report(compiled: NVFP4Module) -> Report:
     boundaries = latest_per_name((b for g in graphs for b in g.context.boundaries), key=lambda b: b.producer)
     eager = sorted(compiled.eager_linears - seen)
     uncaptured = [n for n in _linear_names(compiled.model) if n not in seen and n not in eager] if graphs else []
-    signatures = [_graph_signature(g.graph_module) for g in graphs]
-    distinct_graphs = len(set(signatures))
-    # a converted attention once per cache; any other once per node of each distinct graph (a graph
-    # recompiled for new shapes lists its attention calls again)
+    distinct_graphs = len({_graph_signature(g.graph_module) for g in graphs})
+    # a converted attention once per cache; any other once per node name and reason (graphs
+    # recompiled for new shapes or values list their attention calls again)
     attention = latest_per_name((a for g in graphs for a in g.context.attention_sites),
-                                key=lambda a: a.k_buffer or (a.node, signatures[a.graph_id]))
+                                key=lambda a: a.k_buffer or (a.node, a.reason))
     return Report(sites, boundaries, distinct_graphs, len(graphs), uncaptured, eager, _config_fields(compiled.config),
                   attention, [g.context.inductor for g in graphs])
 

@@ -43,7 +43,8 @@ class NVFP4Backend:
         self.graphs: list[CapturedGraph] = []
         self.calibrating = False  # set by nvfp4.calibrate: run graphs through the amax observer
         self.weight_cache = WeightCache(config.four_over_six)  # shared by all graphs: each parameter quantized once
-        self.kv_converted = False  # a graph moved a KV cache into NVFP4 pages (the model's dense copy goes stale)
+        self.paged_buffers: set[str] = set()  # K/V buffers a graph moved into NVFP4 pages (their dense copy is stale)
+        self.kv_converted = False  # a graph keeps K/V in NVFP4 pages (buffers, or pasts passed back as handles)
 
     def __call__(self, gm: fx.GraphModule, example_inputs: list) -> object:
         placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
@@ -52,7 +53,8 @@ class NVFP4Backend:
             name = self.param_names.get(id(value)) or _source_parameter_name(node)
             if name is not None and isinstance(value, torch.Tensor):
                 param_names[node.name], params[node.name], arg_index[node.name] = name, value, i
-        ctx = CompileContext(self.config, len(self.graphs), param_names, params, self.num_blocks, self.weight_cache)
+        ctx = CompileContext(self.config, len(self.graphs), param_names, params, self.num_blocks, self.weight_cache,
+                             paged_buffers=self.paged_buffers)
         gm = run_pipeline(gm, ctx)
         self.graphs.append(CapturedGraph(gm, ctx))
         self.kv_converted = self.kv_converted or any(site.converted for site in ctx.attention_sites)

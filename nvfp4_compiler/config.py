@@ -55,6 +55,13 @@ class Config:
         kv_cache: move attention K/V caches the model keeps (slice writes into a buffer, read
             back by the attention) into paged NVFP4 storage (the ``nvfp4_kv_cache`` pass).
         kv_page_size: tokens per page of that storage (a power of two >= 16 runs the Triton kernel).
+        dynamic_ints: Python ints the model takes that change from call to call without changing
+            what it computes, such as cache positions and frame offsets: forward argument names
+            (``"cache_position"``), or Dynamo source patterns for ints elsewhere (a regex such as
+            ``r".*\\.cache_local_end"`` for a module attribute). Dynamo keeps them symbolic
+            (``torch.compiler.config.dynamic_sources``), so a new value reuses the captured graph
+            instead of capturing a new one (otherwise each new value is a new capture: seconds
+            for a 30-block model, once per chunk in cached generation).
         inductor: hand each rewritten graph to Inductor, so the ops around the NVFP4
             GEMMs (norms, modulation, RoPE, attention) are fused as under ``torch.compile``;
             ``None`` (default) does so for graphs on CUDA, ``True`` on any device, ``False`` never.
@@ -85,15 +92,17 @@ class Config:
     recompute_activations: bool = True
     kv_cache: bool = True
     kv_page_size: int = 64
+    dynamic_ints: tuple[str, ...] = ()
     inductor: bool | None = None
     cuda_graphs: bool = False
     _block_regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("include", "exclude"):
+        for name, what in (("include", "glob strings"), ("exclude", "glob strings"),
+                           ("dynamic_ints", "argument names or source patterns")):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise TypeError(f"{name}: expected a tuple of glob strings, got {value!r}")
+                raise TypeError(f"{name}: expected a tuple of {what}, got {value!r}")
             object.__setattr__(self, name, tuple(value))
         for name in ("keep_first_blocks_bf16", "keep_last_blocks_bf16"):
             value = getattr(self, name)
@@ -118,6 +127,11 @@ class Config:
         if regex.groups < 1:
             raise ValueError("block_pattern: needs one group capturing the block index")
         object.__setattr__(self, "_block_regex", regex)
+
+    def dynamic_sources(self) -> str:
+        """``dynamic_ints`` as Dynamo sources (``torch.compiler.config.dynamic_sources``): an
+        argument name ``x`` is the source ``L['x']``; anything else is a source pattern already."""
+        return ",".join(f"L['{name}']" if name.isidentifier() else name for name in self.dynamic_ints)
 
     def training_recipe(self):
         """The :class:`nvfp4_compiler.training.Recipe` these switches describe."""

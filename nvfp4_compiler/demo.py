@@ -19,7 +19,7 @@ from .api import compile as nvfp4_compile
 from .api import report as nvfp4_report
 from .generate import generate_dense_cache
 from .kv_runtime import store_for
-from .models import build_model, get_config
+from .models import DENSE_CACHE_DYNAMIC_INTS, build_model, get_config
 from .report import Report
 from .roundtrip import sqnr_db
 
@@ -58,7 +58,7 @@ def run_demo(config: str = "tiny", chunks: int = 4, steps: int = 4, seed: int = 
     noise = [torch.randn(shape, generator=gen).to(device, torch.bfloat16) for _ in range(chunks)]
     text = torch.randn(1, cfg.text_tokens, cfg.text_dim, generator=gen).to(device, torch.bfloat16)
     model.enable_dense_kv_cache(1, (2 + WINDOW_CHUNKS) * cfg.chunk_tokens, sink_tokens=cfg.chunk_tokens)
-    compiled = nvfp4_compile(model, kv_page_size=demo_page_size(cfg.chunk_tokens))
+    compiled = nvfp4_compile(model, kv_page_size=demo_page_size(cfg.chunk_tokens), dynamic_ints=DENSE_CACHE_DYNAMIC_INTS)
 
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task("generating (bf16, then NVFP4)", total=2 * chunks * steps)

@@ -62,13 +62,14 @@ class PagedKVStore:
         self.written += k.shape[1]
         self.writes.append((self.written, next(_WRITE_SERIALS)))
 
-    def roll(self, start: int, evicted: int, kept: int) -> None:
-        """The model moved buffer positions ``start + evicted ..`` (``kept`` tokens, the rest of
-        what it wrote) down to ``start`` by a copy: drop ``evicted`` tokens at ``start``."""
-        if start + evicted + kept != self.written:
-            raise ValueError(f"nvfp4_kv_cache: the model rolls buffer positions {start + evicted}..{start + evicted + kept} "
-                             f"down to {start}, but the paged NVFP4 cache holds 0..{self.written - 1}; a converted "
-                             f"roll moves everything after the dropped tokens")
+    def roll(self, dst_start: int, dst_stop: int, src_start: int, src_stop: int) -> None:
+        """The model copied buffer positions ``src_start .. src_stop`` down to ``dst_start ..
+        dst_stop`` (the rest of what it wrote): drop the tokens in between."""
+        start, evicted, kept = dst_start, src_start - dst_start, dst_stop - dst_start
+        if evicted <= 0 or src_stop - src_start != kept or src_stop != self.written:
+            raise ValueError(f"nvfp4_kv_cache: the model copies buffer positions {src_start}..{src_stop} to "
+                             f"{dst_start}..{dst_stop}, but the paged NVFP4 cache holds 0..{self.written - 1}; a "
+                             "converted roll moves everything after the dropped tokens down over them")
         for seq in self.seqs:  # ValueError unless the dropped tokens are whole writes (pages) after the first
             self.cache.drop(seq, start, evicted)
         self.written -= evicted
@@ -132,8 +133,9 @@ def cached_attention(k_buffer: torch.Tensor, v_buffer: torch.Tensor, q: torch.Te
     """The call the pass puts in place of ``buf[..., a:b, :] = k; sdpa(q, buf[..., c:b, :], ...)``.
     ``k``, ``v`` are what the model wrote: [B, H, T, D] for buffers in SDPA's layout
     (``token_axis`` 2), [B, T, H, D] for buffers in flash-attn's (``token_axis`` 1). ``roll``
-    (start, evicted, kept): before the write, the model copied ``buf[start + evicted ..][:kept]``
-    to ``buf[start ..]``, dropping ``evicted`` tokens after a sink of ``start`` (LongLive's roll)."""
+    (dst_start, dst_stop, src_start, src_stop): before the write, the model copied
+    ``buf[src_start:src_stop]`` down to ``buf[dst_start:dst_stop]``, dropping the tokens in between
+    after a sink of ``dst_start`` (LongLive's roll)."""
     if token_axis == 2:
         k, v = k.transpose(1, 2), v.transpose(1, 2)
     store = store_for(k_buffer)

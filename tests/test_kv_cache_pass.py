@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import nvfp4_compiler as nvfp4
 from nvfp4_compiler.generate import ChunkKVCache, generate_cached, generate_dense_cache
 from nvfp4_compiler.kv_runtime import PagedKVStore, dense_past, past_handle, store_for
-from nvfp4_compiler.models import build_model
+from nvfp4_compiler.models import DENSE_CACHE_DYNAMIC_INTS, build_model
 
 
 # With NVFP4_TEST_ON_GPU=1: on the GPU, where the converted attention runs the Triton kernel. The
@@ -350,18 +350,26 @@ def test_an_explicit_cache_object_holds_nvfp4_handles():
     assert names == ["cache.keys[0]", "cache.keys[1]"]
 
 
-def test_buffers_rolled_past_a_sink_generate_what_a_windowed_nvfp4_cache_generates():
+@pytest.mark.parametrize("dynamic_ints", [(), DENSE_CACHE_DYNAMIC_INTS])
+def test_buffers_rolled_past_a_sink_generate_what_a_windowed_nvfp4_cache_generates(dynamic_ints):
     """LongLive's dense cache with a sink: when a new chunk does not fit, the model drops the oldest
     chunk after the sink by copying the rest down (``enable_dense_kv_cache(sink_tokens=...)``). The
     pass turns that copy into dropping the chunk's pages, so generation equals generation with an
-    explicit NVFP4 cache holding the sink and a window of the same size."""
+    explicit NVFP4 cache holding the sink and a window of the same size. With the positions and
+    counters kept symbolic (``dynamic_ints``), three captures serve all chunks (the first chunk,
+    the others' denoising steps, the others' first steps, which roll); otherwise each new value is
+    a capture."""
     chunks, tokens = 6, 32  # tiny: 32 tokens a chunk; the buffers hold the sink, two chunks and the new one
     model = build_model("tiny", device=DEVICE).eval()
     assert model.cfg.chunk_tokens == tokens
     model.enable_dense_kv_cache(2, 4 * tokens, sink_tokens=tokens)
     noise, text = _inputs(model, chunks=chunks)
-    compiled = nvfp4.compile(model, backend=BACKEND, kv_page_size=16, inductor=False)
+    compiled = nvfp4.compile(model, backend=BACKEND, kv_page_size=16, inductor=False, dynamic_ints=dynamic_ints)
     via_pass = generate_dense_cache(compiled, noise, text, steps=2)
+    if dynamic_ints:
+        assert len(compiled.backend.graphs) == 3
+    else:
+        assert len(compiled.backend.graphs) > chunks  # measured: 11
 
     cfg = model.cfg
     cache = ChunkKVCache(cfg.num_layers, 2, cfg.num_heads, cfg.head_dim, num_pages=64, page_size=16,
@@ -385,9 +393,11 @@ def test_a_roll_that_does_not_drop_whole_writes_raises_and_changes_nothing():
     store.attend(torch.randn(1, 2, 4, 32), k, k, 0, 0, None)       # a write of 24 tokens: pages of 16 + 8
     store.attend(torch.randn(1, 2, 4, 32), k, k, 24, 0, None)
     with pytest.raises(ValueError, match="page boundaries"):
-        store.roll(8, 16, 24)                                       # 8..24 is not a page range
+        store.roll(8, 32, 24, 48)                                   # drops 8..24: not a page range
     with pytest.raises(ValueError, match="holds 0..47"):
-        store.roll(0, 24, 8)                                        # does not move everything after
+        store.roll(0, 8, 24, 32)                                    # does not move everything after
+    with pytest.raises(ValueError, match="holds 0..47"):
+        store.roll(24, 48, 24, 48)                                  # drops nothing
     assert store.written == 48 and store.cache.length(0) == 48
 
 
@@ -405,3 +415,28 @@ def test_reaching_the_recompile_limit_after_a_conversion_raises_instead_of_readi
         assert not model.k_cache.any()                   # the dense buffers were never written
         with pytest.raises(CaptureError, match="recompile_limit=2 reached"):
             compiled(_chunks(1, batch=1)[0], 32)
+
+
+class _MaskableChunkAttention(_ChunkAttention):
+    def forward(self, x, position: int, mask=None):
+        if mask is None:
+            return super().forward(x, position)
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim)).unbind(2)
+        end = position + x.shape[1]
+        self.k_cache[:, :, position:end] = k.transpose(1, 2)
+        self.v_cache[:, :, position:end] = v.transpose(1, 2)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), self.k_cache[:, :, :end], self.v_cache[:, :, :end],
+                                           attn_mask=mask)
+        return self.out(o.transpose(1, 2).flatten(2))
+
+
+def test_a_graph_that_cannot_convert_a_paged_buffer_raises_instead_of_reading_it_stale():
+    """After the cache moved into NVFP4 pages, a call whose attention the pass cannot convert (here
+    a mask) would attend over the dense buffers, which nothing wrote: an error names why."""
+    model = _MaskableChunkAttention("bhtd")
+    compiled = nvfp4.compile(model, backend="reference", kv_page_size=16)
+    x0, x1 = _chunks(2, batch=1)
+    with torch.no_grad():
+        compiled(x0, 0)
+        with pytest.raises(ValueError, match=r"k_cache lives in NVFP4 pages.*mask, dropout"):
+            compiled(x1, 16, torch.ones(16, 32, dtype=torch.bool))

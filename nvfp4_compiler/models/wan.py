@@ -167,6 +167,13 @@ class DiTBlock(nn.Module):
         return x + self.ffn(h) * gate2[:, None]
 
 
+#: The ints that change from call to call in generation through the dense KV cache
+#: (``generate_dense_cache``): the chunk's cache position and first frame, and with a sink the
+#: self-attentions' two counters. ``nvfp4.compile(model, dynamic_ints=DENSE_CACHE_DYNAMIC_INTS)``
+#: keeps them symbolic, so the chunks share a few captured graphs instead of each capturing anew.
+DENSE_CACHE_DYNAMIC_INTS = ("cache_position", "frame_offset", r".*\.cache_(global|local)_end")
+
+
 class VideoDiT(nn.Module):
     """Wan-style causal video DiT predicting the flow-matching velocity of a chunk of latents."""
 

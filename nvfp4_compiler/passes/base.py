@@ -77,6 +77,7 @@ class CompileContext:
     params: dict[str, torch.Tensor]      # placeholder name -> the real tensor passed for it
     num_blocks: int
     weight_cache: object | None = None   # runtime.WeightCache: quantize each parameter once
+    paged_buffers: set[str] = field(default_factory=set)  # K/V buffers the model's graphs moved to NVFP4 pages
     sites: list[GemmSite] = field(default_factory=list)
     boundaries: list[Boundary] = field(default_factory=list)
     site_of_node: dict[str, GemmSite] = field(default_factory=dict)  # GEMM node name -> site

@@ -9,8 +9,8 @@ K/V into preallocated buffers and attends over the filled prefix), with buffers 
     out = sdpa(q, k_buf[:, :, c:b], v_buf[:, :, c:b])
 
 optionally after a roll that drops the ``e`` oldest tokens after a sink of ``s`` (LongLive's sink
-and rolling window: ``k_buf[:, :, s:s+n] = k_buf[:, :, s+e:s+e+n].clone()``, becoming ``roll=(s, e,
-n)``), or in flash-attn's layout [B, T, H, D] (Wan's and LongLive's), read through a transpose::
+and rolling window: ``k_buf[:, :, s:s+n] = k_buf[:, :, s+e:s+e+n].clone()``, becoming ``roll=(s,
+s+n, s+e, s+e+n)``), or in flash-attn's layout [B, T, H, D] (Wan's and LongLive's), read through a transpose::
 
     k_buf[:, a:b] = k;  v_buf[:, a:b] = v
     out = sdpa(q, k_buf[:, c:b].transpose(1, 2), v_buf[:, c:b].transpose(1, 2))   # or .permute(0, 2, 1, 3)
@@ -187,10 +187,29 @@ def _rewrite_concat(graph: fx.Graph, node: fx.Node, match, ctx: CompileContext) 
                          "the returned past is a handle to the pages", _input_name(k_cat.past), _input_name(v_cat.past))
 
 
+def _shown(bound) -> str:
+    """A slice bound for the report: its value, or the graph value a symbolic one comes from."""
+    return str(bound) if not isinstance(bound, fx.Node) else f"<{bound.name}>"
+
+
 def _input_name(placeholder: fx.Node) -> str:
     """How the caller passed a graph input: ``past[0]`` for Dynamo's source ``L['past'][0]``."""
     source = getattr(placeholder.meta.get("grapharg"), "source", None)
     return re.sub(r"^L\['([^']+)'\]", r"\1", source.name) if source is not None else placeholder.name
+
+
+def _same_bound(a, b) -> bool:
+    """Whether two slice bounds are the same position: equal ints, or graph values of one symbolic
+    expression (with ``Config.dynamic_ints`` the K and V writes compute their bounds separately)."""
+    if isinstance(a, fx.Node) and isinstance(b, fx.Node) and a is not b:
+        a_value, b_value = (n.meta.get("example_value") for n in (a, b))
+        return isinstance(a_value, torch.SymInt) and isinstance(b_value, torch.SymInt) and \
+            str(a_value.node.expr) == str(b_value.node.expr)
+    return a is b or (not isinstance(a, fx.Node) and not isinstance(b, fx.Node) and a == b)
+
+
+def _same_slice(a: slice, b: slice) -> bool:
+    return all(_same_bound(x, y) for x, y in ((a.start or 0, b.start or 0), (a.stop, b.stop), (a.step, b.step)))
 
 
 def _buffer_writes(buf: fx.Node) -> list[fx.Node]:
@@ -213,32 +232,29 @@ def _why_not(node: fx.Node) -> str | None:
 
 @dataclass(frozen=True)
 class RollCopy:
-    """``buf[s : s+kept] = buf[s+evicted : s+evicted+kept].clone()`` before the chunk's write:
-    LongLive's roll, which drops ``evicted`` tokens after a sink of ``s``; ``nodes`` are the
-    copy's slice, clone and write."""
-    start: int
-    evicted: int
-    kept: int
+    """``buf[dst_start:dst_stop] = buf[src_start:src_stop].clone()`` before the chunk's write:
+    LongLive's roll, which drops ``src_start - dst_start`` tokens after a sink of ``dst_start``.
+    The bounds are ints or, for positions Dynamo keeps symbolic, graph values (the runtime checks
+    them); ``nodes`` are the copy's slice, clone and write."""
+    bounds: tuple  # dst_start, dst_stop, src_start, src_stop
     nodes: tuple[fx.Node, ...]
 
 
 def _roll_copy(write: fx.Node, buf: fx.Node, axis: int) -> RollCopy | None:
-    """``write`` as a roll of ``buf`` along ``axis`` (constant bounds), or None."""
+    """``write`` as a roll of ``buf`` along ``axis``, or None."""
     value = write.args[2]
     is_clone = isinstance(value, fx.Node) and (
         (value.op == "call_method" and value.target == "clone") or (value.op == "call_function" and value.target is torch.clone))
     found = _buffer_slice(value.args[0], axis) if is_clone else None
     dst = _token_slice(write.args[1], axis)
-    if found is None or found[0] is not buf or dst is None:
+    if found is None or found[0] is not buf or dst is None or dst.stop is None or found[1].stop is None:
         return None
     src = found[1]
-    bounds = (src.start, src.stop, dst.start or 0, dst.stop)
-    if not all(isinstance(b, int) for b in bounds):
-        return None
-    kept, evicted = dst.stop - bounds[2], src.start - bounds[2]
-    if kept < 0 or evicted <= 0 or src.stop - src.start != kept:
-        return None
-    return RollCopy(bounds[2], evicted, kept, (value.args[0], value, write))
+    bounds = (dst.start or 0, dst.stop, src.start or 0, src.stop)
+    if all(isinstance(b, int) for b in bounds) and not (
+            bounds[2] > bounds[0] and bounds[3] - bounds[2] == bounds[1] - bounds[0] >= 0):
+        return None  # a copy down by a positive offset, of equal lengths, is a roll; this is not
+    return RollCopy(bounds, (value.args[0], value, write))
 
 
 @dataclass(frozen=True)
@@ -272,7 +288,8 @@ def _match(node: fx.Node):
     k_read, v_read = _buffer_read(k_arg), _buffer_read(v_arg)
     if k_read is None or v_read is None:
         return "no KV cache: K/V are neither read from buffers the model keeps nor concatenated to past K/V passed in"
-    if (k_read.tokens, k_read.token_axis) != (v_read.tokens, v_read.token_axis) or k_read.buf is v_read.buf:
+    if (k_read.token_axis != v_read.token_axis or not _same_slice(k_read.tokens, v_read.tokens)
+            or k_read.buf is v_read.buf):
         return "K and V are read from different ranges or one buffer"
     found = _chunk_write_and_roll(k_read), _chunk_write_and_roll(v_read)
     reason = next((f for f in found if isinstance(f, str)), None)
@@ -280,12 +297,12 @@ def _match(node: fx.Node):
         return reason
     (k_write, k_roll), (v_write, v_roll) = found
     if (k_roll is None) != (v_roll is None) or (
-            k_roll is not None and (k_roll.start, k_roll.evicted, k_roll.kept) != (v_roll.start, v_roll.evicted, v_roll.kept)):
+            k_roll is not None and not all(map(_same_bound, k_roll.bounds, v_roll.bounds))):
         return "K and V are rolled differently"
     w_slice, w_slice_v = (_token_slice(w.args[1], k_read.token_axis) for w in (k_write, v_write))
-    if w_slice is None or w_slice != w_slice_v:
+    if w_slice is None or w_slice_v is None or not _same_slice(w_slice, w_slice_v):
         return "the K/V writes are not one token range of both buffers"
-    if w_slice.stop is not k_read.tokens.stop and w_slice.stop != k_read.tokens.stop:
+    if not _same_bound(w_slice.stop, k_read.tokens.stop):
         return "the attention does not read up to the end of the write"
     order = {n: i for i, n in enumerate(node.graph.nodes)}
     for read, write, roll in ((k_read, k_write, k_roll), (v_read, v_write, v_roll)):
@@ -304,7 +321,7 @@ def _rewrite(graph: fx.Graph, node: fx.Node, match: BufferMatch, ctx: CompileCon
     q = _qkv(node)[0]
     k_buf, v_buf = k_read.buf, v_read.buf
     capacity = example_value(k_buf).shape[k_read.token_axis]
-    roll_args = None if roll is None else (roll.start, roll.evicted, roll.kept)
+    roll_args = None if roll is None else roll.bounds
     with graph.inserting_before(node):
         new = graph.call_function(cached_attention, (
             k_buf, v_buf, q, match.k_write.args[2], match.v_write.args[2], match.tokens.start or 0,
@@ -319,7 +336,7 @@ def _rewrite(graph: fx.Graph, node: fx.Node, match: BufferMatch, ctx: CompileCon
             graph.erase_node(dead)
     names = ctx.param_names
     layout = "[B, H, T, D]" if k_read.token_axis == SDPA_TOKEN_AXIS else "[B, T, H, D]"
-    rolled = "" if roll is None else f"; rolled past a {roll.start}-token sink"
+    rolled = "" if roll is None else f"; rolled past a {_shown(roll.bounds[0])}-token sink"
     return AttentionSite(ctx.graph_id, node.name, True,
                          f"KV cache in paged NVFP4 ({ctx.config.kv_page_size}-token pages; {layout} buffers{rolled})",
                          names.get(k_buf.name, k_buf.name), names.get(v_buf.name, v_buf.name), capacity)
@@ -343,12 +360,32 @@ def nvfp4_kv_cache(gm: fx.GraphModule, ctx: CompileContext) -> PassResult:
             continue
         rewrite = _rewrite_concat if concat is not None else _rewrite
         ctx.attention_sites.append(rewrite(gm.graph, node, match, ctx))
-        converted.extend((match[0].past, match[1].past) if concat is not None else (match.k_read.buf, match.v_read.buf))
+        if concat is not None:
+            converted.extend((match[0].past, match[1].past))
+        else:
+            converted.extend((match.k_read.buf, match.v_read.buf))
+            ctx.paged_buffers.update(ctx.param_names.get(b.name, b.name) for b in converted[-2:])
         count += 1
+    _refuse_dense_use_of_paged_buffers(gm, ctx)
     if count:
         _check(gm, converted)
         gm.recompile()
     return PassResult(gm, count > 0, count)
+
+
+def _refuse_dense_use_of_paged_buffers(gm: fx.GraphModule, ctx: CompileContext) -> None:
+    """A buffer that one of the model's graphs moved into NVFP4 pages is stale: another graph that
+    still reads or writes it densely (an attention this pass could not convert there) would compute
+    with stale K/V, silently. Raise instead, with the reasons."""
+    for node in gm.graph.nodes:
+        name = ctx.param_names.get(node.name) if node.op == "placeholder" else None
+        dense = [u.name for u in node.users if u.target is not cached_attention] if name in ctx.paged_buffers else []
+        if dense:
+            reasons = sorted({a.reason for a in ctx.attention_sites if not a.converted})
+            raise ValueError(
+                f"nvfp4_kv_cache: {name} lives in NVFP4 pages since an earlier call, but this graph uses it "
+                f"densely ({', '.join(dense)}); the attention could not be converted here: "
+                f"{'; '.join(reasons) or 'no attention reads it'}")
 
 
 def _check(gm: fx.GraphModule, buffers: list[fx.Node]) -> None:
