@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict
 
@@ -93,6 +94,10 @@ class NVFP4Module(nn.Module):
         torch.compiler.config, so that other compiled models keep theirs)."""
         ours = self.config.dynamic_sources()
         if not ours:
+            return contextlib.nullcontext()
+        if not hasattr(torch.compiler.config, "dynamic_sources"):  # an older torch: one capture per value
+            warnings.warn(f"dynamic_ints: torch {torch.__version__} has no torch.compiler.config.dynamic_sources; "
+                          "each new value of these ints is a new capture", stacklevel=3)
             return contextlib.nullcontext()
         theirs = torch.compiler.config.dynamic_sources
         return torch.compiler.config.patch(dynamic_sources=f"{theirs},{ours}" if theirs else ours)
