@@ -4,7 +4,8 @@
 #      scale arrays, and the rest of the Gluon kernel's tests;
 #   2. page tables kept on the device (b208b55): bench_attention_eager.py, tables rebuilt vs kept
 #      (predicted: an eager Tq = 1 call ~0.2 ms -> ~0.10-0.12 ms), with the host profile;
-#   3. the demo on the GPU (its KV cache through the pass and the Triton attention kernel).
+#   3. the KV pass's tests on the GPU (the twenty-third session's cache patterns: flash layout,
+#      concatenated pasts, the rolled sink + window, dynamic ints) and the demo on CUDA.
 # About 4 minutes. Usage on the GPU machine (repo root):  bash benchmarks/device_unverified.sh
 # (results under $OUT)
 set -uo pipefail
@@ -12,8 +13,8 @@ OUT=${OUT:-out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee "$OUT/gpu.txt"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/gpu.txt"
-NVFP4_TEST_ON_GPU=1 timeout ${TESTS_S:-200} python3 -m pytest -q -p no:cacheprovider tests/test_paged_attention_wgmma.py \
-    tests/test_kv_cache.py > "$OUT/gpu_tests.txt" 2>&1
+NVFP4_TEST_ON_GPU=1 timeout ${TESTS_S:-240} python3 -m pytest -q -p no:cacheprovider tests/test_paged_attention_wgmma.py \
+    tests/test_kv_cache.py tests/test_kv_cache_pass.py > "$OUT/gpu_tests.txt" 2>&1
 tail -n 8 "$OUT/gpu_tests.txt"
 timeout ${BENCH_S:-150} python3 benchmarks/bench_attention_eager.py --json "$OUT/attention_eager.json" --profile 200 \
     > "$OUT/attention_eager.txt" 2>&1
