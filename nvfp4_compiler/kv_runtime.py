@@ -183,7 +183,7 @@ def _handle_tensor(shape, dtype, device, handle: PastHandle, token_axis: int) ->
 
 def _is_handle_view(past: torch.Tensor) -> bool:
     """An unregistered view of a handle (sliced, reshaped): it has a handle's stride-0 storage."""
-    return past.numel() > 1 and all(s == 0 for s in past.stride()) and bool(torch.isnan(past.reshape(-1)[:1]).all())
+    return past.numel() > 1 and all(s == 0 for s in past.stride()) and bool(torch.isnan(past[(0,) * past.dim()]))
 
 
 def _past_store(past_k, past_v, page_size: int, token_axis: int, fresh_tokens: int) -> PastHandle:
