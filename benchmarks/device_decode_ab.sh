@@ -4,11 +4,8 @@
 # bench_attention on both models.
 # Usage on the GPU machine (repo root):  bash benchmarks/device_decode_ab.sh   (results under $OUT)
 set -uo pipefail
-OUT=${OUT:-out}; mkdir -p "$OUT"
 BEFORE=${BEFORE:-.baseline/before}
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
-python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee "$OUT/gpu.txt"
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$OUT/gpu.txt"
+source "$(dirname "$0")/device_env.sh"
 NVFP4_TEST_ON_GPU=1 timeout ${TESTS_S:-300} python3 -m pytest -q -p no:cacheprovider tests/test_paged_attention_triton.py \
     tests/test_paged_attention_wgmma.py tests/test_kv_cache_pass.py > "$OUT/gpu_tests.txt" 2>&1
 tail -n 8 "$OUT/gpu_tests.txt"
