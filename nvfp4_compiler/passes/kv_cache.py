@@ -103,16 +103,19 @@ def _swaps_tokens_and_heads(node) -> bool:
     return False
 
 
+def _through_layout(node) -> tuple[object, int, tuple]:
+    """(what an SDPA K/V argument is taken from, its token axis, the nodes from the argument to
+    it): the argument itself in SDPA's layout, or what a transpose to it swaps in flash-attn's."""
+    if _swaps_tokens_and_heads(node):
+        return node.args[0], FLASH_TOKEN_AXIS, (node, node.args[0])
+    return node, SDPA_TOKEN_AXIS, (node,)
+
+
 def _buffer_read(node) -> BufferRead | None:
     """How an SDPA K/V argument reads a cache buffer, in either layout (the module docstring)."""
-    found = _buffer_slice(node, SDPA_TOKEN_AXIS)
-    if found is not None:
-        return BufferRead(*found, SDPA_TOKEN_AXIS, (node,))
-    if _swaps_tokens_and_heads(node):
-        found = _buffer_slice(node.args[0], FLASH_TOKEN_AXIS)
-        if found is not None:
-            return BufferRead(*found, FLASH_TOKEN_AXIS, (node, node.args[0]))
-    return None
+    source, axis, nodes = _through_layout(node)
+    found = _buffer_slice(source, axis)
+    return BufferRead(*found, axis, nodes) if found is not None else None
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ class PastConcat:
 
 def _past_concat(node) -> PastConcat | None:
     """How an SDPA K/V argument concatenates a graph input (the past) with the chunk's K/V."""
-    read, axis = (node.args[0], FLASH_TOKEN_AXIS) if _swaps_tokens_and_heads(node) else (node, SDPA_TOKEN_AXIS)
+    read, axis, nodes = _through_layout(node)
     if not (isinstance(read, fx.Node) and read.op == "call_function" and read.target in CAT_TARGETS):
         return None
     tensors = read.args[0]
@@ -137,7 +140,7 @@ def _past_concat(node) -> PastConcat | None:
     past, fresh = tensors
     if not (isinstance(past, fx.Node) and past.op == "placeholder"):
         return None
-    return PastConcat(past, fresh, axis, (node, read) if read is not node else (node,))
+    return PastConcat(past, fresh, axis, nodes)
 
 
 def _match_concat(node: fx.Node):
