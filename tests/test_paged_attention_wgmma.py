@@ -1,4 +1,6 @@
-"""The Gluon (Hopper wgmma) decode-attention kernel against the reference and the Triton kernel.
+"""The Gluon (Hopper wgmma) decode-attention kernels against the reference and the Triton kernel:
+``attention_wgmma`` (one warpgroup) and ``attention_wgmma_ws`` (warp-specialized: decode warps feed
+a wgmma warpgroup through a shared-memory ring).
 
 Gluon has no CPU interpreter, so on the CPU machine the kernel is only compiled for sm_90 (which
 checks that the asynchronous wgmma path is what the code builds) and its dispatch rule is
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 
 from kv_guards import nan_guarded_scales
 from nvfp4_compiler.backends.triton import attention_wgmma as wg
+from nvfp4_compiler.backends.triton import attention_wgmma_ws as ws
 from nvfp4_compiler.kv_cache import PagedNVFP4Cache
 
 ON_GPU = os.environ.get("NVFP4_TEST_ON_GPU") == "1"
@@ -47,11 +50,19 @@ def _reference(q, cache, seqs):
     return torch.stack(out)
 
 
-def _run(q, cache, seqs, **kw):
+KERNELS = {"wgmma": lambda *a, **kw: wg.paged_decode_wgmma(*a, **kw),
+           "ws": lambda *a, **kw: ws.paged_decode_ws(*a, **kw),
+           # the other register split (4 decode warps, two programs per SM), a three-page ring, one
+           # page requested ahead
+           "ws_4x96": lambda *a, **kw: ws.paged_decode_ws(*a, producer_warps=4, producer_regs=96, max_regs=128,
+                                                          nbuf=3, ahead=1, **kw)}
+
+
+def _run(q, cache, seqs, kernel="wgmma", **kw):
     table, fills, npages = cache.page_tables(seqs, q.device)
     out = torch.full_like(q, float("nan"))  # poisoned: every element must be written
-    wg.paged_decode_wgmma(q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
-                          cache.v_global, table, fills, npages, out=out, **kw)
+    KERNELS[kernel](q, cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale,
+                    cache.v_global, table, fills, npages, out=out, **kw)
     return out
 
 
@@ -67,17 +78,19 @@ CASES = [  # heads, dim, chunks (first = sink), window, Tq
 @pytest.mark.parametrize("heads,dim,chunks,window,tq", CASES)
 @pytest.mark.parametrize("splits", [None, 1, 3, 64])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_wgmma_decode_matches_reference(heads, dim, chunks, window, tq, splits, dtype):
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_wgmma_decode_matches_reference(heads, dim, chunks, window, tq, splits, dtype, kernel):
     """64 splits leave some splits empty (fewer pages than splits in the small cases)."""
     cache = _cache(heads, dim, chunks, window)
     q = torch.randn(2, tq, heads, dim, generator=torch.Generator().manual_seed(1)).cuda().to(dtype)
-    out = _run(q, cache, [0, 1], splits=splits)
+    out = _run(q, cache, [0, 1], kernel, splits=splits)
     assert not out.isnan().any()
     torch.testing.assert_close(out.float(), _reference(q, cache, [0, 1]), atol=3e-3, rtol=1e-2)
 
 
 @needs_hopper
-def test_wgmma_decode_takes_pages_with_zero_v_scale_and_jumping_maxima():
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_wgmma_decode_takes_pages_with_zero_v_scale_and_jumping_maxima(kernel):
     """A page whose V decode scale is 0 (its values are zeros: the kernel drops its P and keeps the
     accumulator's unit), and keys whose scores grow page by page far past fp16 P's range."""
     gen = torch.Generator().manual_seed(9)
@@ -93,7 +106,7 @@ def test_wgmma_decode_takes_pages_with_zero_v_scale_and_jumping_maxima():
     q = q.cuda()
     want = _reference(q, cache, [0])
     for splits in (1, 2, 5):
-        torch.testing.assert_close(_run(q, cache, [0], splits=splits), want, atol=3e-3, rtol=1e-2)
+        torch.testing.assert_close(_run(q, cache, [0], kernel, splits=splits), want, atol=3e-3, rtol=1e-2)
 
 
 @needs_hopper
@@ -112,7 +125,8 @@ def test_wgmma_decode_equals_triton_kernel_within_fp16_rounding():
 
 @needs_hopper
 @pytest.mark.parametrize("splits", [None, 4])
-def test_wgmma_decode_sequences_of_unequal_length(splits):
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_wgmma_decode_sequences_of_unequal_length(splits, kernel):
     """The second sequence holds far fewer pages: its block-table row ends in -1 entries and its
     later splits are empty; the third holds none (its output is 0, as SDPA gives over no keys).
     The scale arrays are views one row into arrays whose first row is NaN, so reading the scales
@@ -128,10 +142,22 @@ def test_wgmma_decode_sequences_of_unequal_length(splits):
     guarded = nan_guarded_scales(cache)
     q = torch.randn(3, 32, 2, 128, generator=gen).cuda().bfloat16()
     out = torch.full_like(q, float("nan"))
-    wg.paged_decode_wgmma(q, cache.k_data, cache.k_scale, guarded[0], cache.v_data, cache.v_scale, guarded[1],
-                          table, fills, npages, splits=splits, out=out)
+    KERNELS[kernel](q, cache.k_data, cache.k_scale, guarded[0], cache.v_data, cache.v_scale, guarded[1],
+                    table, fills, npages, splits=splits, out=out)
     torch.testing.assert_close(out[:2].float(), _reference(q[:2], cache, [0, 1]), atol=3e-3, rtol=1e-2)
     assert torch.equal(out[2], torch.zeros_like(out[2]))
+
+
+@needs_hopper
+@pytest.mark.parametrize("tq", [16, 64])
+def test_ws_kernel_equals_wgmma_kernel_within_fp32_order(tq):
+    """The same decode, fp16 roundings and V-unit bookkeeping as the one-warpgroup kernel, on other
+    warps: equal up to the order of the same fp32 operations."""
+    cache = _cache(4, 128, (640, 1000, 333))
+    q = torch.randn(2, tq, 4, 128, generator=torch.Generator().manual_seed(3)).cuda().bfloat16()
+    for splits, ahead in ((1, 3), (7, 2), (7, 1)):
+        torch.testing.assert_close(_run(q, cache, [0, 1], "ws", splits=splits, ahead=ahead).float(),
+                                   _run(q, cache, [0, 1], "wgmma", splits=splits).float(), atol=2e-5, rtol=1e-4)
 
 
 # Compiles the kernel for sm_90 with Triton's bundled ptxas and prints the PTX. It runs in a fresh
@@ -139,35 +165,64 @@ def test_wgmma_decode_sequences_of_unequal_length(splits):
 # triton.language in place (seen with Triton 3.9 after test_onnx_export.py then
 # test_paged_attention_triton.py), and Gluon's compiler then calls into the interpreter's builder.
 _COMPILE_FOR_SM90 = """
-import sys
+import os, subprocess, sys, tempfile
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from nvfp4_compiler.backends.triton import attention_wgmma as wg
+from nvfp4_compiler.backends.triton import attention_wgmma_ws as ws
 
 types = {"q_ptr": "*bf16", "out_ptr": "*bf16", "kg_ptr": "*fp32", "vg_ptr": "*fp32", "table_ptr": "*i32",
          "fills_ptr": "*i32", "npages_ptr": "*i32", "ws_m_ptr": "*fp32", "ws_l_ptr": "*fp32",
          "ws_acc_ptr": "*fp32", "qk_scale": "fp32"}
-consts = dict(D=128, S=64, SPLIT=True, num_warps=wg.NUM_WARPS)
-kernel = wg.paged_decode_wgmma_kernel
+if sys.argv[1] == "wgmma":
+    kernel, consts, options = wg.paged_decode_wgmma_kernel, {}, {"num_warps": wg.NUM_WARPS}
+else:
+    kernel = ws.paged_decode_ws_kernel
+    consts = dict(NBUF=ws.NBUF, PRODUCER_WARPS=ws.PRODUCER_WARPS, PRODUCER_REGS=ws.PRODUCER_REGS, AHEAD=ws.AHEAD)
+    options = {"num_warps": ws.CONSUMER_WARPS, "maxnreg": ws.MAX_REGS}
+consts.update(D=128, S=64, SPLIT=True, num_warps=options["num_warps"])
 signature = {n: "constexpr" if n in consts else types.get(n, "*u8" if n.endswith("_ptr") else "i32")
              for n in kernel.arg_names}
 compiled = triton.compile(GluonASTSource(fn=kernel, signature=signature, constexprs=consts),
-                          target=GPUTarget("cuda", 90, 32), options={"num_warps": wg.NUM_WARPS})
+                          target=GPUTarget("cuda", 90, 32), options=options)
+with tempfile.TemporaryDirectory() as tmp:  # registers and stack (spills) of the SASS Triton built
+    cubin = os.path.join(tmp, "k.cubin")
+    open(cubin, "wb").write(compiled.asm["cubin"])
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    info = subprocess.run([cuobjdump, "-res-usage", cubin], capture_output=True, text=True).stdout
+sys.stderr.write(info)
 sys.stdout.write(compiled.asm["ptx"])
 """
+
+
+def _compile_for_sm90(kernel: str) -> tuple[str, str]:
+    """(PTX, cuobjdump -res-usage report) of ``kernel`` ("wgmma" or "ws") compiled for sm_90 in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90, kernel], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout, proc.stderr
 
 
 def test_wgmma_kernel_compiles_for_sm90_with_asynchronous_mma():
     """Without a GPU: the kernel compiles for sm_90 (Triton's bundled ptxas), and the PTX holds the
     asynchronous wgmma path the design relies on (no spills), not a fallback."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", _COMPILE_FOR_SM90], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ptx = proc.stdout
+    ptx, info = _compile_for_sm90("wgmma")
     assert ptx.count("wgmma.mma_async") >= 4 and "wgmma.wait_group.sync.aligned 0" in ptx
-    assert "wgmma.commit_group" in ptx and ".local" not in ptx  # no local memory: nothing spilled
+    assert "wgmma.commit_group" in ptx and ".local" not in ptx  # no local memory in the PTX
+
+
+def test_ws_kernel_compiles_for_sm90_as_two_partitions_without_spills():
+    """The warp-specialized kernel: the producer and consumer partitions get their registers
+    (setmaxnreg), hand pages over through mbarriers, and the consumer runs asynchronous wgmma.
+    (Spills depend on the Triton version: none with Triton 3.6, the device's, at the default
+    split; 240 bytes of stack with 3.9.)"""
+    ptx, info = _compile_for_sm90("ws")
+    assert f"setmaxnreg.inc.sync.aligned.u32 \t{ws.PRODUCER_REGS};" in ptx
+    assert "mbarrier.try_wait.parity" in ptx and "mbarrier.arrive" in ptx
+    assert ptx.count("wgmma.mma_async") >= 4 and "wgmma.commit_group" in ptx
+    assert "REG:" in info, info
 
 
 def test_supports_only_sm90_decode_calls():

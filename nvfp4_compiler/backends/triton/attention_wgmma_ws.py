@@ -1,0 +1,284 @@
+"""Decode-sized attention over the paged NVFP4 cache on Hopper, warp-specialized (Gluon, sm_90 only).
+An experiment, not routed by ``paged_attention``: on the H100 it measured no faster than
+``attention_wgmma`` (RESULTS.md, twenty-fourth session), which points at the loads in flight per
+SM rather than the decode's place on the warps; ``AHEAD`` > 1 (not yet timed) tests that.
+
+``attention_wgmma.py`` runs each page as one chain in one warpgroup: decode K and V into shared
+memory, wgmma, softmax. Its asynchronous wgmma overlaps the tensor cores with the decode, but the
+decode and the softmax still take turns on the same warps, and at 227 registers per thread an SM
+holds two such warpgroups: Nsight Compute (H100, Tq = 64) saw each scheduler issue on 45% of
+cycles with 0.62 eligible warps (RESULTS.md, twenty-first session). Here the two jobs run on
+different warps, FlashAttention-3's structure with a decoding producer:
+
+    producer warps (worker partition)        consumer warpgroup (default partition)
+    load page i+1's bytes (registers)        wait ready[i]
+    wait empty[slot of page i]               S = Q K(i)^T (async wgmma), wait (and P.V(i-1))
+    decode K(i), V(i) -> shared ring slot    release the slot of page i-1 (empty)
+    fence, arrive ready[i]                   softmax, rescale, P.V(i) (async wgmma)
+
+The ring holds ``NBUF`` pages of decoded K and V (fp16, even and odd head-dim halves, 32 KB per
+page at D = 128). The consumer reads each page's fill and FP32 scales itself (scalar loads). The
+arithmetic is ``attention_wgmma``'s, helper for helper (same decode, same V-unit bookkeeping, same
+partials), so the two kernels give the same values up to the order of the same fp32 operations.
+
+Not run by the CPU interpreter (Gluon has none): CPU tests compile it for sm_90; GPU tests compare
+it with the reference and with ``attention_wgmma``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
+                                                               warpgroup_mma_init, warpgroup_mma_wait)
+
+from .attention_wgmma import (LOG2E, _add, _byte_layout, _decode_to_shared, _load_q_half, _load_raw, _maximum,
+                              _mma_layout, _page_meta, _store_half)
+
+CONSUMER_WARPS = 4     # one warpgroup: wgmma's unit
+# Registers, compiled for sm_90 on the CPU machine with Triton 3.6 (the device's): the consumer
+# needs ~160 per thread. 8 decode warps at 128 each fit 168 x 12 warps (one program per SM) with
+# no spills at one page ahead; two pages ahead need 144, three 168 (then the consumer gets 168
+# too). 4 decode warps at 96 (two programs per SM, 128 x 8 warps each) spill ~480 bytes.
+# The defaults are the configuration measured on the H100 (RESULTS.md, twenty-fourth session):
+# no faster than attention_wgmma, so paged_attention does not route here;
+# benchmarks/device_ahead.sh times two and three pages ahead.
+PRODUCER_WARPS = 8     # decode warps (a worker partition)
+PRODUCER_REGS = 128    # registers per producer thread (setmaxnreg); the consumer gets the rest
+MAX_REGS = 168         # per thread at launch, over all (4 + PRODUCER_WARPS) warps
+NBUF = 2               # decoded pages in the shared-memory ring (32 KB each at D = 128)
+AHEAD = 1              # pages whose bytes the producer has requested beyond the one it decodes
+
+
+@gluon.jit
+def _page_range(npages_ptr, b, split, PAGES_PER_SPLIT):
+    first = split * PAGES_PER_SPLIT
+    return first, gl.minimum(first + PAGES_PER_SPLIT, gl.load(npages_ptr + b))
+
+
+@gluon.jit
+def _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, i, last, h, H, MAX_PAGES,
+               qk_scale, S: gl.constexpr, D: gl.constexpr, L3: gl.constexpr):
+    """Logical page ``i``'s K and V bytes and block-scale bits (zeros from ``last`` on)."""
+    page, fill, _, _ = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, last, h, H, MAX_PAGES, qk_scale)
+    k_raw, k_bits = _load_raw(kd_ptr, ks_ptr, page, h, fill, H, S, D, L3)
+    v_raw, v_bits = _load_raw(vd_ptr, vs_ptr, page, h, fill, H, S, D, L3)
+    return k_raw, k_bits, v_raw, v_bits
+
+
+@gluon.jit
+def _hand_over(raw, j, k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready, empty, S: gl.constexpr, D: gl.constexpr,
+               NBUF: gl.constexpr):
+    """Decode the split's ``j``-th page (``raw``) into its ring slot once the consumer has freed
+    it, and signal the consumer."""
+    k_raw, k_bits, v_raw, v_bits = raw
+    slot = j % NBUF
+    mbarrier.wait(empty.index(slot), ((j // NBUF) & 1) ^ 1)   # a fresh barrier passes phase 1
+    _decode_to_shared(k_raw, k_bits, k_e_ring.index(slot), k_o_ring.index(slot), S, D)
+    _decode_to_shared(v_raw, v_bits, v_e_ring.index(slot), v_o_ring.index(slot), S, D)
+    fence_async_shared()   # generic-proxy stores, then the consumer's wgmma (async proxy) reads
+    mbarrier.arrive(ready.index(slot), count=1)
+
+
+@gluon.jit
+def _producer(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr,
+              k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready, empty, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
+              D: gl.constexpr, S: gl.constexpr, NBUF: gl.constexpr, WARPS: gl.constexpr, AHEAD: gl.constexpr):
+    """Decode the split's pages into the ring, in order, with the bytes of the next ``AHEAD`` pages
+    (1-3) requested before waiting for a slot. The hypothesis this tests: the loads in flight per
+    SM, not where the decode runs, set the speed (Little's law); one page ahead measured the same
+    as the one-warpgroup kernel, which keeps about as many bytes in flight per SM."""
+    pid_bh, split = gl.program_id(0), gl.program_id(1)
+    b, h = pid_bh // H, pid_bh % H
+    L3: gl.constexpr = _byte_layout(WARPS, D // 16)
+    first, last = _page_range(npages_ptr, b, split, PAGES_PER_SPLIT)
+    r0 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first, last, h, H,
+                    MAX_PAGES, qk_scale, S, D, L3)
+    r1 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first + 1, last, h, H,
+                    MAX_PAGES, qk_scale, S, D, L3)
+    if AHEAD >= 2:
+        r2 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first + 2, last, h,
+                        H, MAX_PAGES, qk_scale, S, D, L3)
+    else:
+        r2 = r1
+    if AHEAD >= 3:
+        r3 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first + 3, last, h,
+                        H, MAX_PAGES, qk_scale, S, D, L3)
+    else:
+        r3 = r1
+    for i in range(first, last):
+        # pages i+1 .. i+AHEAD are in flight (r1..); request page i+AHEAD+1, then decode page i
+        nxt = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, i + AHEAD + 1, last,
+                         h, H, MAX_PAGES, qk_scale, S, D, L3)
+        _hand_over(r0, i - first, k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready, empty, S, D, NBUF)
+        if AHEAD == 1:
+            r0, r1 = r1, nxt
+        elif AHEAD == 2:
+            r0, r1, r2 = r1, r2, nxt
+        else:
+            r0, r1, r2, r3 = r1, r2, r3, nxt
+
+
+@gluon.jit
+def _consumer(q_e_smem, q_o_smem, k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready, empty,
+              out_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr,
+              Tq, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale, s_ob, s_ot, s_oh,
+              D: gl.constexpr, S: gl.constexpr, NBUF: gl.constexpr, SPLIT: gl.constexpr, num_warps: gl.constexpr):
+    """S = Q K^T, the online softmax and P.V over the ring's pages (``attention_wgmma``'s loop body,
+    with the decode replaced by waiting for the producer), then the output or the split's partial."""
+    pid_bh, split = gl.program_id(0), gl.program_id(1)
+    b, h = pid_bh // H, pid_bh % H
+    mma_s: gl.constexpr = _mma_layout(num_warps, S)
+    mma_o: gl.constexpr = _mma_layout(num_warps, D // 2)
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
+
+    m_i = gl.full([64], float("-inf"), gl.float32, layout=gl.SliceLayout(1, mma_s))
+    l_i = gl.full([64], 0.0, gl.float32, layout=gl.SliceLayout(1, mma_s))
+    acc_e = warpgroup_mma_init(gl.full([64, D // 2], 0.0, gl.float32, layout=mma_o))
+    acc_o = warpgroup_mma_init(gl.full([64, D // 2], 0.0, gl.float32, layout=mma_o))
+    tok_s = gl.arange(0, S, layout=gl.SliceLayout(0, mma_s))
+    zeros_s = gl.full([64, S], 0.0, gl.float32, layout=mma_s)
+
+    first, last = _page_range(npages_ptr, b, split, PAGES_PER_SPLIT)
+    _, fill, k_mult, v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, first, last, h, H, MAX_PAGES,
+                                         qk_scale)
+    unit = gl.where(v_mult == 0.0, 1.0, v_mult)
+    for i in range(first, last):
+        _, n_fill, n_k_mult, n_v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i + 1, last, h, H,
+                                                   MAX_PAGES, qk_scale)
+        j = i - first
+        slot = j % NBUF
+        mbarrier.wait(ready.index(slot), (j // NBUF) & 1)
+        s = warpgroup_mma(q_e_smem, k_e_ring.index(slot).permute((1, 0)), zeros_s, use_acc=False, is_async=True)
+        s = warpgroup_mma(q_o_smem, k_o_ring.index(slot).permute((1, 0)), s, is_async=True)
+        s, acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(s, acc_e, acc_o))
+        # P.V of the previous page is done: its slot goes back to the producer
+        mbarrier.arrive(empty.index((j + NBUF - 1) % NBUF), count=1, pred=j > 0)
+
+        s = gl.where(gl.expand_dims(tok_s < fill, 0), s * k_mult, float("-inf"))
+        m_new = gl.maximum(m_i, gl.reduce(s, 1, _maximum))
+        alpha = gl.exp2(m_i - m_new)
+        p = gl.exp2(s - gl.expand_dims(m_new, 1))
+        l_i = l_i * alpha + gl.reduce(p, 1, _add)
+        m_i = m_new
+        new_unit = gl.where(v_mult == 0.0, unit, v_mult)  # a page of zeros keeps the unit, drops its P
+        factor = gl.expand_dims(gl.convert_layout(alpha * (unit / new_unit), gl.SliceLayout(1, mma_o)), 1)
+        unit = new_unit
+        acc_e = acc_e * factor
+        acc_o = acc_o * factor
+        p16 = gl.convert_layout(gl.where(v_mult == 0.0, 0.0, p).to(gl.float16), p_op)
+        acc_e = warpgroup_mma(p16, v_e_ring.index(slot), acc_e, is_async=True)
+        acc_o = warpgroup_mma(p16, v_o_ring.index(slot), acc_o, is_async=True)
+        fill, k_mult, v_mult = n_fill, n_k_mult, n_v_mult
+
+    acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc_e, acc_o))
+    acc_e = acc_e * unit
+    acc_o = acc_o * unit
+    rows = gl.arange(0, 64, layout=gl.SliceLayout(1, mma_o))
+    cols = gl.arange(0, D // 2, layout=gl.SliceLayout(0, mma_o))
+    l_o = gl.convert_layout(l_i, gl.SliceLayout(1, mma_o))
+    if not SPLIT:
+        o_base = out_ptr + b.to(gl.int64) * s_ob + h * s_oh
+        inv = gl.expand_dims(1.0 / gl.where(l_o == 0.0, 1.0, l_o), 1)  # no keys read: 0, as SDPA (not NaN)
+        _store_half(o_base, rows, cols, s_ot, acc_e * inv, 0, Tq)
+        _store_half(o_base, rows, cols, s_ot, acc_o * inv, 1, Tq)
+    else:
+        base = (split * gl.num_programs(0) + pid_bh).to(gl.int64) * Tq
+        gl.store(ws_m_ptr + base + rows, gl.convert_layout(m_i, gl.SliceLayout(1, mma_o)), mask=rows < Tq)
+        gl.store(ws_l_ptr + base + rows, l_o, mask=rows < Tq)
+        _store_half(ws_acc_ptr + base * D, rows, cols, D, acc_e, 0, Tq)
+        _store_half(ws_acc_ptr + base * D, rows, cols, D, acc_o, 1, Tq)
+
+
+@gluon.jit
+def paged_decode_ws_kernel(
+    q_ptr, out_ptr, kd_ptr, ks_ptr, kg_ptr, vd_ptr, vs_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr,
+    ws_m_ptr, ws_l_ptr, ws_acc_ptr,
+    Tq, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
+    s_qb, s_qt, s_qh, s_ob, s_ot, s_oh,
+    D: gl.constexpr, S: gl.constexpr, SPLIT: gl.constexpr, NBUF: gl.constexpr, PRODUCER_WARPS: gl.constexpr,
+    PRODUCER_REGS: gl.constexpr, AHEAD: gl.constexpr, num_warps: gl.constexpr,
+):
+    pid_bh = gl.program_id(0)
+    b, h = pid_bh // H, pid_bh % H
+    q_blocked: gl.constexpr = gl.BlockedLayout([1, 2], [4, 8], [num_warps, 1], [1, 0])
+    tile_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([S, D // 2], gl.float16)
+    q_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, D // 2], gl.float16)
+    q_e_smem = gl.allocate_shared_memory(gl.float16, [64, D // 2], q_smem,
+                                         _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, 0, D, q_blocked))
+    q_o_smem = gl.allocate_shared_memory(gl.float16, [64, D // 2], q_smem,
+                                         _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, 1, D, q_blocked))
+    k_e_ring = gl.allocate_shared_memory(gl.float16, [NBUF, S, D // 2], tile_smem)
+    k_o_ring = gl.allocate_shared_memory(gl.float16, [NBUF, S, D // 2], tile_smem)
+    v_e_ring = gl.allocate_shared_memory(gl.float16, [NBUF, S, D // 2], tile_smem)
+    v_o_ring = gl.allocate_shared_memory(gl.float16, [NBUF, S, D // 2], tile_smem)
+    ready = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [NBUF, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NBUF):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+    fence_async_shared()   # Q's stores before the consumer's wgmma reads them
+
+    gl.warp_specialize([
+        (_consumer, (q_e_smem, q_o_smem, k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready, empty,
+                     out_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr,
+                     Tq, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale, s_ob, s_ot, s_oh, D, S, NBUF, SPLIT, num_warps)),
+        (_producer, (kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr,
+                     k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready, empty, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
+                     D, S, NBUF, PRODUCER_WARPS, AHEAD)),
+    ], [PRODUCER_WARPS], [PRODUCER_REGS])
+
+
+def resident_per_sm(producer_warps: int = PRODUCER_WARPS, max_regs: int = MAX_REGS) -> int:
+    """Programs an SM holds at once: 64 K registers over ``max_regs`` x (4 + producer) warps' threads
+    (shared memory, 16 KB + NBUF x 32 KB per program, allows more)."""
+    return max(1, 65536 // (max_regs * 32 * (CONSUMER_WARPS + producer_warps)))
+
+
+def choose_splits(rows: int, max_pages: int, device, resident: int | None = None) -> int:
+    """Page splits for ``rows`` (sequence, head) pairs: the count whose programs finish soonest,
+    counted as waves of ``resident`` programs per SM (default ``resident_per_sm()``) times pages
+    per program, fewest splits on a tie; at least 4 pages per split. (Rounding 132 SMs / 24 heads
+    up to 6 splits measured 1.6x slower at Wan-5B than 22: 144 programs, a second wave of 12.)"""
+    slots = torch.cuda.get_device_properties(device).multi_processor_count * (resident or resident_per_sm())
+    candidates = range(1, max(1, max_pages // 4) + 1)
+    return min(candidates, key=lambda s: (-(-rows * s // slots)) * -(-max_pages // s))
+
+
+def paged_decode_ws(q, k_data, k_scale, k_global, v_data, v_scale, v_global, table, fills, npages,
+                    scale: float | None = None, splits: int | None = None, out: torch.Tensor | None = None,
+                    nbuf: int = NBUF, producer_warps: int = PRODUCER_WARPS, producer_regs: int = PRODUCER_REGS,
+                    max_regs: int = MAX_REGS, ahead: int = AHEAD) -> torch.Tensor:
+    """``attention_wgmma.paged_decode_wgmma``'s contract (q [B, Tq <= 64, H, D], cached K/V only),
+    on the warp-specialized kernel. ``nbuf``, ``producer_warps``, ``producer_regs`` and
+    ``max_regs`` are tuning knobs (the ring depth, the decode warps, their registers, the launch's
+    register cap per thread), ``ahead`` the pages (1-3) whose bytes are in flight beyond the one
+    being decoded."""
+    if ahead not in (1, 2, 3):
+        raise ValueError(f"ahead: expected 1, 2 or 3 pages, got {ahead!r}")
+    from .attention import combine_splits, split_workspace  # no cycle at import time
+
+    b, tq, h, d = q.shape
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    out = torch.empty_like(q) if out is None else out
+    max_pages = table.shape[1]
+    if splits is None:
+        splits = choose_splits(b * h, max_pages, q.device, resident_per_sm(producer_warps, max_regs))
+    pages_per_split = triton.cdiv(max(max_pages, 1), splits)
+    ws_m, ws_l, ws_acc = split_workspace(splits, b * h, tq, d, q.device)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    paged_decode_ws_kernel[(b * h, splits)](
+        q, out, k_data, k_scale.view(torch.uint8), k_global, v_data, v_scale.view(torch.uint8), v_global,
+        table, fills, npages, ws_m, ws_l, ws_acc,
+        tq, h, max_pages, pages_per_split, scale * LOG2E,
+        q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
+        D=d, S=k_data.shape[1], SPLIT=splits > 1, NBUF=nbuf, PRODUCER_WARPS=producer_warps,
+        PRODUCER_REGS=producer_regs, AHEAD=ahead, num_warps=CONSUMER_WARPS, maxnreg=max_regs,
+    )
+    if splits > 1:
+        combine_splits(ws_m, ws_l, ws_acc, out, splits)
+    return out
