@@ -259,6 +259,25 @@ def test_decode_kernel_matches_reference(page, heads, dim, chunks, window, tq, s
     torch.testing.assert_close(out, _reference(q, cache, [0, 1], None, None), atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("page,heads,dim,chunks,window,tq", DECODE_CASES[1:])
+def test_decode_kernel_two_tiles_ahead_gives_the_same_bits(page, heads, dim, chunks, window, tq):
+    """Issuing each tile's loads two iterations ahead instead of one changes when the bytes arrive,
+    not what is computed: the outputs are bit-identical, the last tiles of each split included
+    (they prefetch past the split's end, masked)."""
+    from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
+
+    cache = _cache(page, heads, dim, chunks, window)
+    q = torch.randn(2, tq, heads, dim, generator=torch.Generator().manual_seed(7)).to(DEVICE)
+    args = (cache.k_data, cache.k_scale, cache.k_global, cache.v_data, cache.v_scale, cache.v_global,
+            *cache.page_tables([0, 1]))
+    for splits in (1, 3):
+        one = paged_decode_attention(q, *args, splits=splits, ahead=1)
+        two = paged_decode_attention(q, *args, splits=splits, ahead=2)
+        assert not two.isnan().any() and torch.equal(one, two)
+    with pytest.raises(ValueError, match="ahead"):
+        paged_decode_attention(q, *args, ahead=3)
+
+
 @triton.jit
 def _fixed24_dot_kernel(q_ptr, blocks_ptr, x_ptr, steps_ptr, dots_ptr, NB: tl.constexpr, ROWS: tl.constexpr):
     steps, x = fixed24_blocks(tl.load(q_ptr + tl.arange(0, NB * 16)), NB)

@@ -143,6 +143,7 @@ def paged_decode_kernel(
     Tq, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
     s_qb, s_qt, s_qh, s_ob, s_ot, s_oh,
     D: tl.constexpr, S: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
+    AHEAD: tl.constexpr,
 ):
     row, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
@@ -157,16 +158,24 @@ def paged_decode_kernel(
     acc_o = tl.zeros((BLOCK_N, D // 2), tl.float32)
 
     first, last = _split_pages(npages_ptr, b, split, PAGES_PER_SPLIT)
-    # One loop over the split's tiles, each tile's loads issued one iteration ahead (by hand:
+    # One loop over the split's tiles, each tile's loads issued AHEAD iterations ahead (by hand:
     # Triton does not pipeline this loop), so that a tile's page-table -> page chain overlaps the
-    # previous tile's arithmetic.
+    # arithmetic of the tiles before it, and more bytes are in flight per SM.
     j_end = last * (S // BLOCK_N)
+    j0 = first * (S // BLOCK_N)
     tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = _tile_fetch(
-        kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, first * (S // BLOCK_N), j_end, h, H,
+        kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j0, j_end, h, H,
         MAX_PAGES, qk_scale, S, D, BLOCK_N)
-    for j in range(first * (S // BLOCK_N), j_end):
+    if AHEAD == 2:
+        m_ok, m_k_mult, m_v_mult, m_k_blocks, m_k_bits, m_v_packed, m_v_bits = _tile_fetch(
+            kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j0 + 1, j_end, h, H,
+            MAX_PAGES, qk_scale, S, D, BLOCK_N)
+    else:
+        m_ok, m_k_mult, m_v_mult, m_k_blocks, m_k_bits, m_v_packed, m_v_bits = (tok_ok, k_mult, v_mult, k_blocks,
+                                                                                k_bits, v_packed, v_bits)
+    for j in range(j0, j_end):
         n_ok, n_k_mult, n_v_mult, n_k_blocks, n_k_bits, n_v_packed, n_v_bits = _tile_fetch(
-            kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j + 1, j_end, h, H,
+            kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j + AHEAD, j_end, h, H,
             MAX_PAGES, qk_scale, S, D, BLOCK_N)
         s = tl.where(tok_ok, _scores(k_blocks, k_bits, q_step, q_words) * k_mult, float("-inf"))
         # Lazy rescaling: the state moves to a new reference max only when a score exceeds the
@@ -186,8 +195,15 @@ def paged_decode_kernel(
         pv = (p * v_mult)[:, None]
         acc_e = acc_e + pv * v_e.to(tl.float32)
         acc_o = acc_o + pv * v_o.to(tl.float32)
-        tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = (n_ok, n_k_mult, n_v_mult, n_k_blocks, n_k_bits,
-                                                                      n_v_packed, n_v_bits)
+        if AHEAD == 2:
+            tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = (m_ok, m_k_mult, m_v_mult, m_k_blocks,
+                                                                          m_k_bits, m_v_packed, m_v_bits)
+            m_ok, m_k_mult, m_v_mult, m_k_blocks, m_k_bits, m_v_packed, m_v_bits = (n_ok, n_k_mult, n_v_mult,
+                                                                                    n_k_blocks, n_k_bits, n_v_packed,
+                                                                                    n_v_bits)
+        else:
+            tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = (n_ok, n_k_mult, n_v_mult, n_k_blocks,
+                                                                          n_k_bits, n_v_packed, n_v_bits)
 
     l_sum = softmax_denominator(tl.sum(l_i, 0))
     out_e = tl.sum(acc_e, 0)
@@ -245,11 +261,15 @@ def _check_decode_tile(tile, page_size: int) -> tuple[int, int]:
 
 def paged_decode_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, table, fills, npages,
                            scale: float | None = None, splits: int | None = None, out: torch.Tensor | None = None,
-                           tile: tuple[int, int] | None = None) -> torch.Tensor:
+                           tile: tuple[int, int] | None = None, ahead: int = 1,
+                           programs_per_sm: int = PROGRAMS_PER_SM) -> torch.Tensor:
     """Attention of each query row of ``q`` over the pages in ``table``/``fills`` (no fresh K/V),
     one program per (query, sequence, head, split); see the module docstring for layouts.
     ``splits`` forces the page split, ``out`` receives the result, ``tile`` = (BLOCK_N, num_warps)
-    overrides ``default_decode_tile`` (tuning)."""
+    overrides ``default_decode_tile`` and ``ahead`` (1 or 2) sets how many tiles ahead the loads
+    are issued; ``programs_per_sm`` aims the default split count (tuning)."""
+    if ahead not in (1, 2):
+        raise ValueError(f"ahead: expected 1 or 2 tiles, got {ahead!r}")
     b, tq, h, d = q.shape
     page_size = k_data.shape[1]
     check_geometry(page_size, d)
@@ -257,7 +277,7 @@ def paged_decode_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_glob
     out = torch.empty_like(q) if out is None else out
     block_n, warps = default_decode_tile(page_size) if tile is None else _check_decode_tile(tile, page_size)
     max_pages = table.shape[1]
-    splits = choose_decode_splits(tq * b * h, max_pages, q.device) if splits is None else splits
+    splits = choose_decode_splits(tq * b * h, max_pages, q.device, programs_per_sm) if splits is None else splits
     pages_per_split = triton.cdiv(max(max_pages, 1), splits)
     ws_m, ws_l, ws_acc = split_workspace(splits, b * h, tq, d, q.device)
     tickets = combine_tickets(q.device, b * h * tq) if splits > 1 else ws_m
@@ -267,7 +287,7 @@ def paged_decode_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_glob
         table, fills, npages, ws_m, ws_l, ws_acc, tickets,
         tq, h, max_pages, pages_per_split, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        D=d, S=page_size, BLOCK_N=block_n, SPLIT=splits > 1, SPLIT_BLOCK=combine_block(splits),
+        D=d, S=page_size, BLOCK_N=block_n, SPLIT=splits > 1, SPLIT_BLOCK=combine_block(splits), AHEAD=ahead,
         num_warps=warps, num_stages=1,
     )
     return out
