@@ -35,8 +35,7 @@ def run(models, configs) -> list[dict]:
     rows = []
     for model in models:
         w = Workload(model)
-        c = w.cache
-        pages = (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, w.table, w.fills, w.npages)
+        pages = (*w.page_args, w.npages)
         q, _ = w.inputs(1, False)
         sdpa = w.routes(q, None)["sdpa_bf16"]
         ref = sdpa(0).float()

@@ -29,8 +29,7 @@ PROGRAMS_PER_SM = (4, 8)
 def decode_rows(model: str, variants: dict, tiles=TILES, programs_per_sm=PROGRAMS_PER_SM) -> list[dict]:
     w = Workload(model)
     q, _ = w.inputs(1, False)
-    c = w.cache
-    pages = (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, w.table, w.fills, w.npages)
+    pages = (*w.page_args, w.npages)
     sdpa = w.routes(q, None)["sdpa_bf16"]
     ref = sdpa(0).float()
     rows = []

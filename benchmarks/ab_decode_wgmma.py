@@ -29,8 +29,7 @@ def run(models, tqs, split_counts) -> list[dict]:
     rows = []
     for model in models:
         w = Workload(model)
-        c = w.cache
-        pages = (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, w.table, w.fills)
+        pages = w.page_args
         for tq in tqs:
             q, _ = w.inputs(tq, False)
             fns = w.routes(q, None)

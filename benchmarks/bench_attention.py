@@ -89,6 +89,12 @@ class Workload:
         self.k_bf16, self.v_bf16 = _dequantize_all(self.cache, self.pages, self.slots)  # bf16 cache, same tokens
         self.gen = torch.Generator(device="cuda").manual_seed(1)
 
+    @property
+    def page_args(self) -> tuple:
+        """The cache's arrays and page tables as the attention kernels take them (npages follows)."""
+        c = self.cache
+        return (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, self.table, self.fills)
+
     def inputs(self, tq: int, with_new: bool):
         q = torch.randn(1, tq, self.heads, self.dim, device="cuda", dtype=torch.bfloat16, generator=self.gen)
         new = [torch.randn(1, self.chunk, self.heads, self.dim, device="cuda", dtype=torch.bfloat16,
@@ -104,7 +110,7 @@ class Workload:
         from nvfp4_compiler.backends.triton.kv_decode import scratch_attention
 
         c = self.cache
-        pages = (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, self.table, self.fills)
+        pages = self.page_args
         q_t = q.transpose(1, 2)
         kv_all = (self.k_bf16, self.v_bf16) if new is None else \
             tuple(torch.cat([t, n.transpose(1, 2)], 2) for t, n in zip((self.k_bf16, self.v_bf16), new))

@@ -162,8 +162,7 @@ def bench(json_path: str | None, models) -> None:
     rows = []
     for model in models:
         w = Workload(model)
-        c = w.cache
-        pages = (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, w.table, w.fills, w.npages)
+        pages = (*w.page_args, w.npages)
         for tq in (1, 16, 64):
             q, _ = w.inputs(tq, False)
             fns = w.routes(q, None)

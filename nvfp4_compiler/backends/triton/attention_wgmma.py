@@ -136,6 +136,19 @@ def _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, parity, D: gl.constexpr, lay
 
 
 @gluon.jit
+def _q_to_shared(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, D: gl.constexpr, num_warps: gl.constexpr):
+    """The 64 (padded) query rows of (b, h) in fp16, even and odd head_dim halves, in shared memory
+    as wgmma's A operands."""
+    q_blocked: gl.constexpr = gl.BlockedLayout([1, 2], [4, 8], [num_warps, 1], [1, 0])
+    q_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, D // 2], gl.float16)
+    q_e_smem = gl.allocate_shared_memory(gl.float16, [64, D // 2], q_smem,
+                                         _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, 0, D, q_blocked))
+    q_o_smem = gl.allocate_shared_memory(gl.float16, [64, D // 2], q_smem,
+                                         _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, 1, D, q_blocked))
+    return q_e_smem, q_o_smem
+
+
+@gluon.jit
 def _store_half(base_ptr, rows, cols, row_stride, values, parity, Tq):
     ptr = base_ptr + gl.expand_dims(rows.to(gl.int64) * row_stride, 1) + gl.expand_dims(2 * cols + parity, 0)
     gl.store(ptr, values.to(base_ptr.dtype.element_ty), mask=gl.expand_dims(rows < Tq, 1))
@@ -155,14 +168,9 @@ def paged_decode_wgmma_kernel(
     mma_s: gl.constexpr = _mma_layout(num_warps, S)          # S = Q K^T: [64 queries, S tokens]
     mma_o: gl.constexpr = _mma_layout(num_warps, D // 2)     # P V (one half of head_dim): [64, D/2]
     p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-    q_blocked: gl.constexpr = gl.BlockedLayout([1, 2], [4, 8], [num_warps, 1], [1, 0])
     tile_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([S, D // 2], gl.float16)
-    q_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, D // 2], gl.float16)
 
-    q_e_smem = gl.allocate_shared_memory(gl.float16, [64, D // 2], q_smem,
-                                         _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, 0, D, q_blocked))
-    q_o_smem = gl.allocate_shared_memory(gl.float16, [64, D // 2], q_smem,
-                                         _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, 1, D, q_blocked))
+    q_e_smem, q_o_smem = _q_to_shared(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, D, num_warps)
     k_e_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
     k_o_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
     v_e_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
@@ -200,19 +208,8 @@ def paged_decode_wgmma_kernel(
         k_raw, k_bits, v_raw, v_bits = nk_raw, nk_bits, nv_raw, nv_bits
         s, acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(s, acc_e, acc_o))
 
-        s = gl.where(gl.expand_dims(tok_s < fill, 0), s * k_mult, float("-inf"))
-        m_new = gl.maximum(m_i, gl.reduce(s, 1, _maximum))
-        alpha = gl.exp2(m_i - m_new)
-        p = gl.exp2(s - gl.expand_dims(m_new, 1))
-        l_i = l_i * alpha + gl.reduce(p, 1, _add)
-        m_i = m_new
-        # a page whose V decode scale is 0 holds zeros: its P is dropped and the unit kept
-        new_unit = gl.where(v_mult == 0.0, unit, v_mult)
-        factor = gl.expand_dims(gl.convert_layout(alpha * (unit / new_unit), gl.SliceLayout(1, mma_o)), 1)
-        unit = new_unit
-        acc_e = acc_e * factor
-        acc_o = acc_o * factor
-        p16 = gl.convert_layout(gl.where(v_mult == 0.0, 0.0, p).to(gl.float16), p_op)
+        p16, m_i, l_i, unit, acc_e, acc_o = _softmax_page(s, tok_s, fill, k_mult, v_mult, m_i, l_i, unit, acc_e,
+                                                          acc_o, mma_o, p_op)
         acc_e = warpgroup_mma(p16, v_e_smem.index(slot), acc_e, is_async=True)
         acc_o = warpgroup_mma(p16, v_o_smem.index(slot), acc_o, is_async=True)
 
@@ -221,9 +218,39 @@ def paged_decode_wgmma_kernel(
                                                         MAX_PAGES, qk_scale)
 
     acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc_e, acc_o))
+    _write_result(acc_e, acc_o, m_i, l_i, unit, out_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr, b, h, pid_bh, split, Tq,
+                  s_ob, s_ot, s_oh, D, SPLIT, mma_o)
+
+
+@gluon.jit
+def _softmax_page(s, tok_s, fill, k_mult, v_mult, m_i, l_i, unit, acc_e, acc_o, mma_o: gl.constexpr,
+                  p_op: gl.constexpr):
+    """One page's online-softmax step: the page's raw scores ``s`` [64, S] (tokens from ``fill`` on
+    masked) -> its P in fp16 as the P.V wgmma's A operand, the new max and sum, and the
+    accumulators moved to this page's V unit (rescaled by the softmax correction and the ratio of
+    the units). Returns (p16, m_i, l_i, unit, acc_e, acc_o)."""
+    s = gl.where(gl.expand_dims(tok_s < fill, 0), s * k_mult, float("-inf"))
+    m_new = gl.maximum(m_i, gl.reduce(s, 1, _maximum))
+    alpha = gl.exp2(m_i - m_new)
+    p = gl.exp2(s - gl.expand_dims(m_new, 1))
+    l_i = l_i * alpha + gl.reduce(p, 1, _add)
+    # a page whose V decode scale is 0 holds zeros: its P is dropped and the unit kept
+    new_unit = gl.where(v_mult == 0.0, unit, v_mult)
+    factor = gl.expand_dims(gl.convert_layout(alpha * (unit / new_unit), gl.SliceLayout(1, mma_o)), 1)
+    acc_e = acc_e * factor
+    acc_o = acc_o * factor
+    p16 = gl.convert_layout(gl.where(v_mult == 0.0, 0.0, p).to(gl.float16), p_op)
+    return p16, m_new, l_i, new_unit, acc_e, acc_o
+
+
+@gluon.jit
+def _write_result(acc_e, acc_o, m_i, l_i, unit, out_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr, b, h, pid_bh, split, Tq,
+                  s_ob, s_ot, s_oh, D: gl.constexpr, SPLIT: gl.constexpr, mma_o: gl.constexpr):
+    """The finished accumulators (in units of ``unit``) as the output rows, or, for a page split,
+    as its partial (max, sum, accumulator) in ``attention.paged_attention_kernel``'s workspace
+    layout [SPLITS, B*H, Tq] (+ D)."""
     acc_e = acc_e * unit
     acc_o = acc_o * unit
-
     rows = gl.arange(0, 64, layout=gl.SliceLayout(1, mma_o))
     cols = gl.arange(0, D // 2, layout=gl.SliceLayout(0, mma_o))
     l_o = gl.convert_layout(l_i, gl.SliceLayout(1, mma_o))
@@ -233,7 +260,6 @@ def paged_decode_wgmma_kernel(
         _store_half(o_base, rows, cols, s_ot, acc_e * inv, 0, Tq)
         _store_half(o_base, rows, cols, s_ot, acc_o * inv, 1, Tq)
     else:
-        # partials [SPLITS, B*H, Tq] (+ D), as attention.paged_attention_kernel writes them
         base = (split * gl.num_programs(0) + pid_bh).to(gl.int64) * Tq
         m_o = gl.convert_layout(m_i, gl.SliceLayout(1, mma_o))
         gl.store(ws_m_ptr + base + rows, m_o, mask=rows < Tq)
@@ -266,23 +292,33 @@ def paged_decode_wgmma(q, k_data, k_scale, k_global, v_data, v_scale, v_global, 
                        out: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of ``q`` [B, Tq <= 64, H, D] over the pages in ``table``/``fills``; the contract
     and layouts of ``attention.paged_attention`` without fresh K/V."""
+    b, _, h, _ = q.shape
+    splits = choose_splits(b * h, table.shape[1], q.device) if splits is None else splits
+    return launch_decode(paged_decode_wgmma_kernel, q, (k_data, k_scale, k_global, v_data, v_scale, v_global),
+                         table, fills, npages, scale, splits, out, num_warps=NUM_WARPS)
+
+
+def launch_decode(kernel, q, kv, table, fills, npages, scale, splits: int, out, **meta) -> torch.Tensor:
+    """Launch a Gluon decode kernel with this module's argument list (``paged_decode_wgmma_kernel``'s,
+    which ``attention_wgmma_ws`` shares) on (B*H, ``splits``) programs, then merge the splits'
+    partials. ``kv``: the cache's (k_data, k_scale, k_global, v_data, v_scale, v_global); ``meta``:
+    the kernel's own constexprs and launch options."""
     from .attention import combine_splits, split_workspace  # no cycle at import time
 
+    k_data, k_scale, k_global, v_data, v_scale, v_global = kv
     b, tq, h, d = q.shape
-    page_size = k_data.shape[1]
     q = q if q.stride(-1) == 1 else q.contiguous()
     out = torch.empty_like(q) if out is None else out
     max_pages = table.shape[1]
-    splits = choose_splits(b * h, max_pages, q.device) if splits is None else splits
     pages_per_split = triton.cdiv(max(max_pages, 1), splits)
     ws_m, ws_l, ws_acc = split_workspace(splits, b * h, tq, d, q.device)
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    paged_decode_wgmma_kernel[(b * h, splits)](
+    kernel[(b * h, splits)](
         q, out, k_data, k_scale.view(torch.uint8), k_global, v_data, v_scale.view(torch.uint8), v_global,
         table, fills, npages, ws_m, ws_l, ws_acc,
         tq, h, max_pages, pages_per_split, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        D=d, S=page_size, SPLIT=splits > 1, num_warps=NUM_WARPS,
+        D=d, S=k_data.shape[1], SPLIT=splits > 1, **meta,
     )
     if splits > 1:
         combine_splits(ws_m, ws_l, ws_acc, out, splits)

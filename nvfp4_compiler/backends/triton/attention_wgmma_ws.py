@@ -27,17 +27,14 @@ it with the reference and with ``attention_wgmma``.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
                                                                warpgroup_mma_init, warpgroup_mma_wait)
 
-from .attention_wgmma import (LOG2E, _add, _byte_layout, _decode_to_shared, _load_q_half, _load_raw, _maximum,
-                              _mma_layout, _page_meta, _store_half)
+from .attention_wgmma import (_byte_layout, _decode_to_shared, _load_raw, _mma_layout, _page_meta, _q_to_shared,
+                              _softmax_page, _write_result, launch_decode)
 
 CONSUMER_WARPS = 4     # one warpgroup: wgmma's unit
 # Registers, compiled for sm_90 on the CPU machine with Triton 3.6 (the device's): the consumer
@@ -159,39 +156,15 @@ def _consumer(q_e_smem, q_o_smem, k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready,
         # P.V of the previous page is done: its slot goes back to the producer
         mbarrier.arrive(empty.index((j + NBUF - 1) % NBUF), count=1, pred=j > 0)
 
-        s = gl.where(gl.expand_dims(tok_s < fill, 0), s * k_mult, float("-inf"))
-        m_new = gl.maximum(m_i, gl.reduce(s, 1, _maximum))
-        alpha = gl.exp2(m_i - m_new)
-        p = gl.exp2(s - gl.expand_dims(m_new, 1))
-        l_i = l_i * alpha + gl.reduce(p, 1, _add)
-        m_i = m_new
-        new_unit = gl.where(v_mult == 0.0, unit, v_mult)  # a page of zeros keeps the unit, drops its P
-        factor = gl.expand_dims(gl.convert_layout(alpha * (unit / new_unit), gl.SliceLayout(1, mma_o)), 1)
-        unit = new_unit
-        acc_e = acc_e * factor
-        acc_o = acc_o * factor
-        p16 = gl.convert_layout(gl.where(v_mult == 0.0, 0.0, p).to(gl.float16), p_op)
+        p16, m_i, l_i, unit, acc_e, acc_o = _softmax_page(s, tok_s, fill, k_mult, v_mult, m_i, l_i, unit, acc_e,
+                                                          acc_o, mma_o, p_op)
         acc_e = warpgroup_mma(p16, v_e_ring.index(slot), acc_e, is_async=True)
         acc_o = warpgroup_mma(p16, v_o_ring.index(slot), acc_o, is_async=True)
         fill, k_mult, v_mult = n_fill, n_k_mult, n_v_mult
 
     acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc_e, acc_o))
-    acc_e = acc_e * unit
-    acc_o = acc_o * unit
-    rows = gl.arange(0, 64, layout=gl.SliceLayout(1, mma_o))
-    cols = gl.arange(0, D // 2, layout=gl.SliceLayout(0, mma_o))
-    l_o = gl.convert_layout(l_i, gl.SliceLayout(1, mma_o))
-    if not SPLIT:
-        o_base = out_ptr + b.to(gl.int64) * s_ob + h * s_oh
-        inv = gl.expand_dims(1.0 / gl.where(l_o == 0.0, 1.0, l_o), 1)  # no keys read: 0, as SDPA (not NaN)
-        _store_half(o_base, rows, cols, s_ot, acc_e * inv, 0, Tq)
-        _store_half(o_base, rows, cols, s_ot, acc_o * inv, 1, Tq)
-    else:
-        base = (split * gl.num_programs(0) + pid_bh).to(gl.int64) * Tq
-        gl.store(ws_m_ptr + base + rows, gl.convert_layout(m_i, gl.SliceLayout(1, mma_o)), mask=rows < Tq)
-        gl.store(ws_l_ptr + base + rows, l_o, mask=rows < Tq)
-        _store_half(ws_acc_ptr + base * D, rows, cols, D, acc_e, 0, Tq)
-        _store_half(ws_acc_ptr + base * D, rows, cols, D, acc_o, 1, Tq)
+    _write_result(acc_e, acc_o, m_i, l_i, unit, out_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr, b, h, pid_bh, split, Tq,
+                  s_ob, s_ot, s_oh, D, SPLIT, mma_o)
 
 
 @gluon.jit
@@ -205,13 +178,8 @@ def paged_decode_ws_kernel(
 ):
     pid_bh = gl.program_id(0)
     b, h = pid_bh // H, pid_bh % H
-    q_blocked: gl.constexpr = gl.BlockedLayout([1, 2], [4, 8], [num_warps, 1], [1, 0])
     tile_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([S, D // 2], gl.float16)
-    q_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, D // 2], gl.float16)
-    q_e_smem = gl.allocate_shared_memory(gl.float16, [64, D // 2], q_smem,
-                                         _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, 0, D, q_blocked))
-    q_o_smem = gl.allocate_shared_memory(gl.float16, [64, D // 2], q_smem,
-                                         _load_q_half(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, 1, D, q_blocked))
+    q_e_smem, q_o_smem = _q_to_shared(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, D, num_warps)
     k_e_ring = gl.allocate_shared_memory(gl.float16, [NBUF, S, D // 2], tile_smem)
     k_o_ring = gl.allocate_shared_memory(gl.float16, [NBUF, S, D // 2], tile_smem)
     v_e_ring = gl.allocate_shared_memory(gl.float16, [NBUF, S, D // 2], tile_smem)
@@ -260,25 +228,9 @@ def paged_decode_ws(q, k_data, k_scale, k_global, v_data, v_scale, v_global, tab
     being decoded."""
     if ahead not in (1, 2, 3):
         raise ValueError(f"ahead: expected 1, 2 or 3 pages, got {ahead!r}")
-    from .attention import combine_splits, split_workspace  # no cycle at import time
-
-    b, tq, h, d = q.shape
-    q = q if q.stride(-1) == 1 else q.contiguous()
-    out = torch.empty_like(q) if out is None else out
-    max_pages = table.shape[1]
+    b, _, h, _ = q.shape
     if splits is None:
-        splits = choose_splits(b * h, max_pages, q.device, resident_per_sm(producer_warps, max_regs))
-    pages_per_split = triton.cdiv(max(max_pages, 1), splits)
-    ws_m, ws_l, ws_acc = split_workspace(splits, b * h, tq, d, q.device)
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
-    paged_decode_ws_kernel[(b * h, splits)](
-        q, out, k_data, k_scale.view(torch.uint8), k_global, v_data, v_scale.view(torch.uint8), v_global,
-        table, fills, npages, ws_m, ws_l, ws_acc,
-        tq, h, max_pages, pages_per_split, scale * LOG2E,
-        q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        D=d, S=k_data.shape[1], SPLIT=splits > 1, NBUF=nbuf, PRODUCER_WARPS=producer_warps,
-        PRODUCER_REGS=producer_regs, AHEAD=ahead, num_warps=CONSUMER_WARPS, maxnreg=max_regs,
-    )
-    if splits > 1:
-        combine_splits(ws_m, ws_l, ws_acc, out, splits)
-    return out
+        splits = choose_splits(b * h, table.shape[1], q.device, resident_per_sm(producer_warps, max_regs))
+    return launch_decode(paged_decode_ws_kernel, q, (k_data, k_scale, k_global, v_data, v_scale, v_global), table,
+                         fills, npages, scale, splits, out, NBUF=nbuf, PRODUCER_WARPS=producer_warps,
+                         PRODUCER_REGS=producer_regs, AHEAD=ahead, num_warps=CONSUMER_WARPS, maxnreg=max_regs)
