@@ -4,11 +4,11 @@
 LongLive cache shapes.
 
 Each ``--configs`` entry is producer warps x producer registers x launch register cap x ring depth
-x pages requested ahead (e.g. ``8x168x168x2x3``); each runs at its default split count and at each of ``--splits``. GPU time
+x pages requested ahead (e.g. ``8x152x168x2x3``); each runs at its default split count and at each of ``--splits``. GPU time
 from CUDA-graph replays; rel err against SDPA; the largest difference from the wgmma kernel.
 
     python benchmarks/ab_decode_ws.py [--models wan-1.3b wan-5b] [--tq 16 32 64]
-                                      [--configs 8x168x168x2x3 8x128x168x2x1] [--splits 22] [--json out.json]
+                                      [--configs 8x152x168x2x3 8x128x168x2x1] [--splits 22] [--json out.json]
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--tq", nargs="+", type=int, default=[16, 32, 64])
-    parser.add_argument("--configs", nargs="+", default=["8x168x168x2x3"])
+    parser.add_argument("--configs", nargs="+", default=["8x128x168x2x1"])
     parser.add_argument("--splits", nargs="*", type=int, default=[])
     parser.add_argument("--json", default=None)
     args = parser.parse_args()

@@ -39,8 +39,8 @@ from .attention_wgmma import (_byte_layout, _decode_to_shared, _load_raw, _mma_l
 CONSUMER_WARPS = 4     # one warpgroup: wgmma's unit
 # Registers, compiled for sm_90 on the CPU machine with Triton 3.6 (the device's): the consumer
 # needs ~160 per thread. 8 decode warps at 128 each fit 168 x 12 warps (one program per SM) with
-# no spills at one page ahead; two pages ahead need 144, three 168 (then the consumer gets 168
-# too). 4 decode warps at 96 (two programs per SM, 128 x 8 warps each) spill ~480 bytes.
+# no spills at one or two pages ahead; three pages ahead need 152. 4 decode warps at 96 (two
+# programs per SM, 128 x 8 warps each) spill ~480 bytes.
 # The defaults are the configuration measured on the H100 (RESULTS.md, twenty-fourth session):
 # no faster than attention_wgmma, so paged_attention does not route here;
 # benchmarks/device_ahead.sh times two and three pages ahead.
@@ -95,29 +95,27 @@ def _producer(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_p
     first, last = _page_range(npages_ptr, b, split, PAGES_PER_SPLIT)
     r0 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first, last, h, H,
                     MAX_PAGES, qk_scale, S, D, L3)
-    r1 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first + 1, last, h, H,
-                    MAX_PAGES, qk_scale, S, D, L3)
     if AHEAD >= 2:
+        r1 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first + 1, last, h,
+                        H, MAX_PAGES, qk_scale, S, D, L3)
+    else:
+        r1 = r0
+    if AHEAD >= 3:
         r2 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first + 2, last, h,
                         H, MAX_PAGES, qk_scale, S, D, L3)
     else:
-        r2 = r1
-    if AHEAD >= 3:
-        r3 = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first + 3, last, h,
-                        H, MAX_PAGES, qk_scale, S, D, L3)
-    else:
-        r3 = r1
+        r2 = r0
     for i in range(first, last):
-        # pages i+1 .. i+AHEAD are in flight (r1..); request page i+AHEAD+1, then decode page i
-        nxt = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, i + AHEAD + 1, last,
+        # r0 holds page i, r1.. pages i+1 .. i+AHEAD-1: request page i+AHEAD, then decode page i
+        nxt = _load_page(kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, i + AHEAD, last,
                          h, H, MAX_PAGES, qk_scale, S, D, L3)
         _hand_over(r0, i - first, k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready, empty, S, D, NBUF)
         if AHEAD == 1:
-            r0, r1 = r1, nxt
+            r0 = nxt
         elif AHEAD == 2:
-            r0, r1, r2 = r1, r2, nxt
+            r0, r1 = r1, nxt
         else:
-            r0, r1, r2, r3 = r1, r2, r3, nxt
+            r0, r1, r2 = r1, r2, nxt
 
 
 @gluon.jit
