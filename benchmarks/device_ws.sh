@@ -7,7 +7,7 @@
 set -uo pipefail
 source "$(dirname "$0")/device_env.sh"
 NVFP4_TEST_ON_GPU=1 timeout 60 python3 -m pytest -q -x -p no:cacheprovider tests/test_paged_attention_wgmma.py \
-    -k "equals_wgmma_kernel" > "$OUT/ws_smoke.txt" 2>&1; echo "smoke rc $?"; tail -n 3 "$OUT/ws_smoke.txt"
+    -k "equals_wgmma_kernel" > /tmp/ws_smoke.txt 2>&1; echo "smoke rc $?"; tail -n 3 /tmp/ws_smoke.txt
 timeout ${AB_S:-180} python3 benchmarks/ab_decode_ws.py --configs ${CONFIGS:-8x128x168x2 8x128x168x3 4x96x128x2} \
     --splits ${SPLITS:-22} --json "$OUT/ab_decode_ws.json" > "$OUT/ab_decode_ws.txt" 2>&1; echo "ab rc $?"
 grep -v "^{" "$OUT/ab_decode_ws.txt" | tail -n 30
