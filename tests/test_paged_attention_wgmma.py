@@ -225,6 +225,15 @@ def test_ws_kernel_compiles_for_sm90_as_two_partitions_without_spills():
     assert "REG:" in info, info
 
 
+def test_ws_split_count_avoids_a_nearly_empty_last_wave():
+    """One program per SM on 132 SMs: Wan-5B's 24 heads at 6 splits would launch 144 programs (a
+    second wave of 12, measured 1.6x slower on the H100 than 22 splits); the rule picks 11 (two
+    full waves). Wan-1.3B's 12 heads fill one wave at 11."""
+    assert ws.splits_for_fewest_rounds(24, 550, 132) == 11
+    assert ws.splits_for_fewest_rounds(12, 366, 132) == 11
+    assert ws.splits_for_fewest_rounds(2, 3, 132) == 1       # fewer than 4 pages: no split
+
+
 def test_supports_only_sm90_decode_calls():
     q = torch.zeros(1, 16, 2, 128)
     assert not wg.supports(q, 64, has_new=False)              # CPU tensors

@@ -211,6 +211,12 @@ def choose_splits(rows: int, max_pages: int, device, resident: int | None = None
     per program, fewest splits on a tie; at least 4 pages per split. (Rounding 132 SMs / 24 heads
     up to 6 splits measured 1.6x slower at Wan-5B than 22: 144 programs, a second wave of 12.)"""
     slots = torch.cuda.get_device_properties(device).multi_processor_count * (resident or resident_per_sm())
+    return splits_for_fewest_rounds(rows, max_pages, slots)
+
+
+def splits_for_fewest_rounds(rows: int, max_pages: int, slots: int) -> int:
+    """``choose_splits``'s rule for ``slots`` programs running at once: the split count (at least 4
+    pages per split) that minimises waves x pages per program, the fewest on a tie."""
     candidates = range(1, max(1, max_pages // 4) + 1)
     return min(candidates, key=lambda s: (-(-rows * s // slots)) * -(-max_pages // s))
 
