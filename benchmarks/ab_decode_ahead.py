@@ -37,9 +37,7 @@ def run(models, configs) -> list[dict]:
         w = Workload(model)
         pages = (*w.page_args, w.npages)
         q, _ = w.inputs(1, False)
-        sdpa = w.routes(q, None)["sdpa_bf16"]
-        ref = sdpa(0).float()
-        sdpa_ms = bench_graph_ms(sdpa, replays=5)
+        ref, sdpa_ms = w.sdpa_baseline(q)
         base = dec.paged_decode_attention(q, *pages)
         base_ms = bench_graph_ms(lambda i: dec.paged_decode_attention(q, *pages), replays=5)
         for text in configs:

@@ -33,8 +33,7 @@ def run(models, tqs, split_counts) -> list[dict]:
         for tq in tqs:
             q, _ = w.inputs(tq, False)
             fns = w.routes(q, None)
-            ref = fns["sdpa_bf16"](0).float()
-            sdpa_ms = bench_graph_ms(fns["sdpa_bf16"], replays=5)
+            ref, sdpa_ms = w.sdpa_baseline(q)
             triton_ms = bench_graph_ms(fns["in_register"], replays=5)
             triton_out = fns["in_register"](0)
             default = choose_splits(w.heads, w.table.shape[1], q.device)

@@ -39,9 +39,7 @@ def run(models, tqs, configs, split_counts) -> list[dict]:
         pages = w.page_args
         for tq in tqs:
             q, _ = w.inputs(tq, False)
-            fns = w.routes(q, None)
-            ref = fns["sdpa_bf16"](0).float()
-            sdpa_ms = bench_graph_ms(fns["sdpa_bf16"], replays=5)
+            ref, sdpa_ms = w.sdpa_baseline(q)
             base = paged_decode_wgmma(q, *pages, w.npages)
             base_ms = bench_graph_ms(lambda i: paged_decode_wgmma(q, *pages, w.npages), replays=5)
             for text in configs:

@@ -95,6 +95,12 @@ class Workload:
         c = self.cache
         return (c.k_data, c.k_scale, c.k_global, c.v_data, c.v_scale, c.v_global, self.table, self.fills)
 
+    def sdpa_baseline(self, q) -> tuple[torch.Tensor, float]:
+        """(fp32 output, GPU ms from CUDA-graph replays) of flash SDPA over the bf16 twin of the
+        cache for ``q`` (no fresh K/V): the baseline of the decode A/B scripts."""
+        sdpa = self.routes(q, None)["sdpa_bf16"]
+        return sdpa(0).float(), bench_graph_ms(sdpa, replays=5)
+
     def inputs(self, tq: int, with_new: bool):
         q = torch.randn(1, tq, self.heads, self.dim, device="cuda", dtype=torch.bfloat16, generator=self.gen)
         new = [torch.randn(1, self.chunk, self.heads, self.dim, device="cuda", dtype=torch.bfloat16,
