@@ -9,6 +9,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 import pytest
 import torch
 
+# Under pytest-xdist (`-n 2`, the README's test command) each worker is a process with torch's
+# default of one thread per core: two workers on CI's two cores would run four threads and the
+# torch-heavy tests (training) took 4x longer. Share the cores out instead.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1:
+    torch.set_num_threads(max(1, torch.get_num_threads() // _workers))
+
 
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
