@@ -17,7 +17,7 @@ NVFP4_TEST_ON_GPU=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/te
     > "$OUT/gpu_tests.txt" 2>&1; echo "tests rc $?"; tail -n 3 "$OUT/gpu_tests.txt"
 # Stall reasons and memory throughput of the ws kernel at one and three pages ahead (Tq = 64): if
 # the loads in flight bind, long-scoreboard stalls dominate at one page and fall at three.
-for a in 1 3; do
+for a in ${NCU_AHEAD-1 3}; do   # NCU_AHEAD= skips the profiles (3 minutes) when device time is short
   ROUTE=ws AHEAD=$a timeout 90 ncu --nvtx --nvtx-include "profile/" --section SpeedOfLight --section WarpStateStats \
       --section MemoryWorkloadAnalysis python3 benchmarks/profile_decode.py 64 > "$OUT/ncu_ws_ahead$a.txt" 2>&1
   echo "ncu ahead $a rc $?"; grep -E "Duration|DRAM Throughput|Long Scoreboard|Issued Warp|Warp Cycles Per Issued" "$OUT/ncu_ws_ahead$a.txt" | head -8
