@@ -176,16 +176,8 @@ def paged_decode_wgmma_kernel(
     v_e_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
     v_o_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
 
-    m_i = gl.full([64], float("-inf"), gl.float32, layout=gl.SliceLayout(1, mma_s))
-    l_i = gl.full([64], 0.0, gl.float32, layout=gl.SliceLayout(1, mma_s))
-    # the accumulator holds sum(P V_tile x v_mult) / unit, unit = the v_mult of the last page read
-    acc_e = warpgroup_mma_init(gl.full([64, D // 2], 0.0, gl.float32, layout=mma_o))
-    acc_o = warpgroup_mma_init(gl.full([64, D // 2], 0.0, gl.float32, layout=mma_o))
-    tok_s = gl.arange(0, S, layout=gl.SliceLayout(0, mma_s))
-    zeros_s = gl.full([64, S], 0.0, gl.float32, layout=mma_s)
-
-    first = split * PAGES_PER_SPLIT
-    last = gl.minimum(first + PAGES_PER_SPLIT, gl.load(npages_ptr + b))
+    m_i, l_i, acc_e, acc_o, tok_s, zeros_s = _softmax_start(S, D, mma_s, mma_o)
+    first, last = _page_range(npages_ptr, b, split, PAGES_PER_SPLIT)
     page, fill, k_mult, v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, first, last, h, H,
                                             MAX_PAGES, qk_scale)
     unit = gl.where(v_mult == 0.0, 1.0, v_mult)
@@ -220,6 +212,27 @@ def paged_decode_wgmma_kernel(
     acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc_e, acc_o))
     _write_result(acc_e, acc_o, m_i, l_i, unit, out_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr, b, h, pid_bh, split, Tq,
                   s_ob, s_ot, s_oh, D, SPLIT, mma_o)
+
+
+@gluon.jit
+def _page_range(npages_ptr, b, split, PAGES_PER_SPLIT):
+    """The logical pages [first, last) of sequence ``b`` that page split ``split`` reads."""
+    first = split * PAGES_PER_SPLIT
+    return first, gl.minimum(first + PAGES_PER_SPLIT, gl.load(npages_ptr + b))
+
+
+@gluon.jit
+def _softmax_start(S: gl.constexpr, D: gl.constexpr, mma_s: gl.constexpr, mma_o: gl.constexpr):
+    """The online softmax's state before the first page (row max, row sum, the two halves of the
+    output accumulator), with the token index and zero tile that each page's S = Q K^T uses. The
+    accumulator holds sum(P V_tile x v_mult) / unit, unit = the v_mult of the last page read."""
+    m_i = gl.full([64], float("-inf"), gl.float32, layout=gl.SliceLayout(1, mma_s))
+    l_i = gl.full([64], 0.0, gl.float32, layout=gl.SliceLayout(1, mma_s))
+    acc_e = warpgroup_mma_init(gl.full([64, D // 2], 0.0, gl.float32, layout=mma_o))
+    acc_o = warpgroup_mma_init(gl.full([64, D // 2], 0.0, gl.float32, layout=mma_o))
+    tok_s = gl.arange(0, S, layout=gl.SliceLayout(0, mma_s))
+    zeros_s = gl.full([64, S], 0.0, gl.float32, layout=mma_s)
+    return m_i, l_i, acc_e, acc_o, tok_s, zeros_s
 
 
 @gluon.jit

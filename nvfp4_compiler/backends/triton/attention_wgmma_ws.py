@@ -31,10 +31,10 @@ import torch
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, warpgroup_mma,
-                                                               warpgroup_mma_init, warpgroup_mma_wait)
+                                                               warpgroup_mma_wait)
 
-from .attention_wgmma import (_byte_layout, _decode_to_shared, _load_raw, _mma_layout, _page_meta, _q_to_shared,
-                              _softmax_page, _write_result, launch_decode)
+from .attention_wgmma import (_byte_layout, _decode_to_shared, _load_raw, _mma_layout, _page_meta, _page_range,
+                              _q_to_shared, _softmax_page, _softmax_start, _write_result, launch_decode)
 
 CONSUMER_WARPS = 4     # one warpgroup: wgmma's unit
 # Registers, compiled for sm_90 on the CPU machine with Triton 3.6 (the device's): the consumer
@@ -49,12 +49,6 @@ PRODUCER_REGS = 128    # registers per producer thread (setmaxnreg); the consume
 MAX_REGS = 168         # per thread at launch, over all (4 + PRODUCER_WARPS) warps
 NBUF = 2               # decoded pages in the shared-memory ring (32 KB each at D = 128)
 AHEAD = 1              # pages whose bytes the producer has requested beyond the one it decodes
-
-
-@gluon.jit
-def _page_range(npages_ptr, b, split, PAGES_PER_SPLIT):
-    first = split * PAGES_PER_SPLIT
-    return first, gl.minimum(first + PAGES_PER_SPLIT, gl.load(npages_ptr + b))
 
 
 @gluon.jit
@@ -131,13 +125,7 @@ def _consumer(q_e_smem, q_o_smem, k_e_ring, k_o_ring, v_e_ring, v_o_ring, ready,
     mma_o: gl.constexpr = _mma_layout(num_warps, D // 2)
     p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
 
-    m_i = gl.full([64], float("-inf"), gl.float32, layout=gl.SliceLayout(1, mma_s))
-    l_i = gl.full([64], 0.0, gl.float32, layout=gl.SliceLayout(1, mma_s))
-    acc_e = warpgroup_mma_init(gl.full([64, D // 2], 0.0, gl.float32, layout=mma_o))
-    acc_o = warpgroup_mma_init(gl.full([64, D // 2], 0.0, gl.float32, layout=mma_o))
-    tok_s = gl.arange(0, S, layout=gl.SliceLayout(0, mma_s))
-    zeros_s = gl.full([64, S], 0.0, gl.float32, layout=mma_s)
-
+    m_i, l_i, acc_e, acc_o, tok_s, zeros_s = _softmax_start(S, D, mma_s, mma_o)
     first, last = _page_range(npages_ptr, b, split, PAGES_PER_SPLIT)
     _, fill, k_mult, v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, first, last, h, H, MAX_PAGES,
                                          qk_scale)
