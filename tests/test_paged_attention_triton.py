@@ -259,11 +259,13 @@ def test_decode_kernel_matches_reference(page, heads, dim, chunks, window, tq, s
     torch.testing.assert_close(out, _reference(q, cache, [0, 1], None, None), atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("ahead,staged", [(2, False), (1, True), (3, True)])
 @pytest.mark.parametrize("page,heads,dim,chunks,window,tq", DECODE_CASES[1:])
-def test_decode_kernel_two_tiles_ahead_gives_the_same_bits(page, heads, dim, chunks, window, tq):
-    """Issuing each tile's loads two iterations ahead instead of one changes when the bytes arrive,
-    not what is computed: the outputs are bit-identical, the last tiles of each split included
-    (they prefetch past the split's end, masked)."""
+def test_decode_kernel_loads_ahead_give_the_same_bits(page, heads, dim, chunks, window, tq, ahead, staged):
+    """Issuing each tile's loads more tiles ahead, in registers or staged through shared memory
+    (cp.async), changes when the bytes arrive, not what is computed: the outputs are bit-identical
+    to one tile ahead in registers, the last tiles of each split included (they load past the
+    split's end, masked)."""
     from nvfp4_compiler.backends.triton.attention_decode import paged_decode_attention
 
     cache = _cache(page, heads, dim, chunks, window)
@@ -272,10 +274,38 @@ def test_decode_kernel_two_tiles_ahead_gives_the_same_bits(page, heads, dim, chu
             *cache.page_tables([0, 1]))
     for splits in (1, 3):
         one = paged_decode_attention(q, *args, splits=splits, ahead=1)
-        two = paged_decode_attention(q, *args, splits=splits, ahead=2)
-        assert not two.isnan().any() and torch.equal(one, two)
-    with pytest.raises(ValueError, match="ahead"):
-        paged_decode_attention(q, *args, ahead=3)
+        other = paged_decode_attention(q, *args, splits=splits, ahead=ahead, staged=staged)
+        assert not other.isnan().any() and torch.equal(one, other)
+
+
+def test_decode_kernel_rejects_more_tiles_ahead_than_it_holds():
+    from nvfp4_compiler.backends.triton.attention_decode import MAX_STAGED_AHEAD, paged_decode_attention
+
+    cache = _cache(16, 1, 32, (20,), None)
+    args = (torch.zeros(1, 1, 1, 32, device=DEVICE), cache.k_data, cache.k_scale, cache.k_global, cache.v_data,
+            cache.v_scale, cache.v_global, *cache.page_tables([0]))
+    for ahead, staged in ((3, False), (0, False), (MAX_STAGED_AHEAD + 1, True), (1.0, True)):
+        with pytest.raises(ValueError, match="ahead: expected 1 to"):
+            paged_decode_attention(*args, ahead=ahead, staged=staged)
+
+
+def test_staged_decode_kernel_copies_the_page_bytes_with_cp_async_on_sm90():
+    """Without a GPU: compiled for sm_90 as launched, the staged kernel's page loads become 16-byte
+    cp.async copies into shared memory (Triton pipelines a loop without a tl.dot only when tl.range
+    asks for stages), while the register version has none; neither spills."""
+    from sm90_compile import compile_for_sm90
+
+    types = {"q_ptr": "*bf16", "out_ptr": "*bf16", "kd_ptr": "*i64", "kg_ptr": "*fp32", "vg_ptr": "*fp32",
+             "table_ptr": "*i32", "fills_ptr": "*i32", "npages_ptr": "*i32", "ws_m_ptr": "*fp32", "ws_l_ptr": "*fp32",
+             "ws_acc_ptr": "*fp32", "tickets_ptr": "*i32", "qk_scale": "fp32"}
+    kernel = "nvfp4_compiler.backends.triton.attention_decode:paged_decode_kernel"
+    for staged in (True, False):
+        consts = dict(D=128, S=64, BLOCK_N=32, SPLIT=True, SPLIT_BLOCK=64, AHEAD=3 if staged else 1, STAGED=staged)
+        ptx, info = compile_for_sm90(kernel, consts, {"num_warps": 2, "num_stages": 1}, types)
+        copies = ptx.count("cp.async.cg.shared.global")   # 16-byte copies: the K and V page bytes
+        # four 16-byte copies per thread and tile at this tile (72 bytes of K, V and their scales)
+        assert (copies >= 4 * (3 + 1) and "cp.async.wait_group" in ptx) if staged else copies == 0, (staged, copies)
+        assert "STACK:0" in info and ".local" not in ptx, info
 
 
 @triton.jit

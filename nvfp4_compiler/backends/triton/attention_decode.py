@@ -13,7 +13,10 @@ it by -17% to +7% (``benchmarks/sweep_decode_occupancy.py``, seventeenth session
 
 Work per program: one query row of one (sequence, head), over a contiguous run of that
 sequence's pages (a split; flash-decoding), one tile of BLOCK_N token slots per iteration with the
-next tile's loads (page table, then the page) already in flight. The softmax state is kept per
+next tile's loads (page table, then the page) already in flight: held in registers, one or two
+tiles ahead, or (``staged``) as cp.async copies into a shared-memory ring up to three tiles ahead,
+which holds no registers (the test of the loads-in-flight reading, RESULTS.md twenty-fourth and
+twenty-sixth sessions; not yet timed, so not the default). The softmax state is kept per
 token slot of the tile (reference max shared, sums and P.V accumulators per slot) and reduced
 across slots once at the end; the state is rescaled lazily (only when the max grows by 2^8), not
 on every tile. Each split writes an fp32 partial and takes an atomic ticket; the last split of a
@@ -137,13 +140,38 @@ def _scores(k_blocks, k_bits, q_step, q_words):
 
 
 @triton.jit
+def _fold_tile(m_ref, l_i, acc_e, acc_o, tile, q_step, q_words):
+    """Fold one tile (``_tile_fetch``'s loads) into the per-slot softmax state."""
+    tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = tile
+    s = tl.where(tok_ok, _scores(k_blocks, k_bits, q_step, q_words) * k_mult, float("-inf"))
+    # Lazy rescaling: the state moves to a new reference max only when a score exceeds the
+    # current one by 2^RESCALE_LOG2 (weights stay <= 2^8, harmless in fp32), so the usual
+    # per-tile multiply of every accumulator (one FMUL per V element) is skipped on almost
+    # every tile. The first tile of a split's first page holds a token, so it always moves.
+    m_tile = tl.max(s, 0)
+    if m_tile > m_ref + RESCALE_LOG2:
+        alpha = tl.exp2(m_ref - m_tile)
+        l_i = l_i * alpha
+        acc_e = acc_e * alpha
+        acc_o = acc_o * alpha
+        m_ref = m_tile
+    p = tl.exp2(s - m_ref)
+    l_i = l_i + p
+    v_e, v_o = decode_nvfp4_tile(v_packed, v_bits.to(tl.int32))
+    pv = (p * v_mult)[:, None]
+    acc_e = acc_e + pv * v_e.to(tl.float32)
+    acc_o = acc_o + pv * v_o.to(tl.float32)
+    return m_ref, l_i, acc_e, acc_o
+
+
+@triton.jit
 def paged_decode_kernel(
     q_ptr, out_ptr, kd_ptr, ks_ptr, kg_ptr, vd_ptr, vs_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr,
     ws_m_ptr, ws_l_ptr, ws_acc_ptr, tickets_ptr,
     Tq, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
     s_qb, s_qt, s_qh, s_ob, s_ot, s_oh,
     D: tl.constexpr, S: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr, SPLIT_BLOCK: tl.constexpr,
-    AHEAD: tl.constexpr,
+    AHEAD: tl.constexpr, STAGED: tl.constexpr,
 ):
     row, pid_bh, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = pid_bh // H, pid_bh % H
@@ -158,52 +186,34 @@ def paged_decode_kernel(
     acc_o = tl.zeros((BLOCK_N, D // 2), tl.float32)
 
     first, last = _split_pages(npages_ptr, b, split, PAGES_PER_SPLIT)
-    # One loop over the split's tiles, each tile's loads issued AHEAD iterations ahead (by hand:
-    # Triton does not pipeline this loop), so that a tile's page-table -> page chain overlaps the
-    # arithmetic of the tiles before it, and more bytes are in flight per SM.
     j_end = last * (S // BLOCK_N)
     j0 = first * (S // BLOCK_N)
-    tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = _tile_fetch(
-        kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j0, j_end, h, H,
-        MAX_PAGES, qk_scale, S, D, BLOCK_N)
-    if AHEAD == 2:
-        m_ok, m_k_mult, m_v_mult, m_k_blocks, m_k_bits, m_v_packed, m_v_bits = _tile_fetch(
-            kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j0 + 1, j_end, h, H,
-            MAX_PAGES, qk_scale, S, D, BLOCK_N)
+    # Each tile's loads (page table, then the page) go out AHEAD tiles before the tile is used, so
+    # that they overlap the arithmetic of the tiles before it and more bytes are in flight per SM.
+    if STAGED:
+        # By Triton's software pipeliner: the page loads become cp.async copies into a ring of
+        # AHEAD + 1 tiles in shared memory, so the bytes in flight hold no registers (tl.range's
+        # num_stages asks for it; without it Triton pipelines only loops that feed a tl.dot).
+        for j in tl.range(j0, j_end, num_stages=AHEAD + 1):
+            tile = _tile_fetch(kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j, j_end, h,
+                               H, MAX_PAGES, qk_scale, S, D, BLOCK_N)
+            m_ref, l_i, acc_e, acc_o = _fold_tile(m_ref, l_i, acc_e, acc_o, tile, q_step, q_words)
     else:
-        m_ok, m_k_mult, m_v_mult, m_k_blocks, m_k_bits, m_v_packed, m_v_bits = (tok_ok, k_mult, v_mult, k_blocks,
-                                                                                k_bits, v_packed, v_bits)
-    for j in range(j0, j_end):
-        n_ok, n_k_mult, n_v_mult, n_k_blocks, n_k_bits, n_v_packed, n_v_bits = _tile_fetch(
-            kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j + AHEAD, j_end, h, H,
-            MAX_PAGES, qk_scale, S, D, BLOCK_N)
-        s = tl.where(tok_ok, _scores(k_blocks, k_bits, q_step, q_words) * k_mult, float("-inf"))
-        # Lazy rescaling: the state moves to a new reference max only when a score exceeds the
-        # current one by 2^RESCALE_LOG2 (weights stay <= 2^8, harmless in fp32), so the usual
-        # per-tile multiply of every accumulator (one FMUL per V element) is skipped on almost
-        # every tile. The first tile of a split's first page holds a token, so it always moves.
-        m_tile = tl.max(s, 0)
-        if m_tile > m_ref + RESCALE_LOG2:
-            alpha = tl.exp2(m_ref - m_tile)
-            l_i = l_i * alpha
-            acc_e = acc_e * alpha
-            acc_o = acc_o * alpha
-            m_ref = m_tile
-        p = tl.exp2(s - m_ref)
-        l_i = l_i + p
-        v_e, v_o = decode_nvfp4_tile(v_packed, v_bits.to(tl.int32))
-        pv = (p * v_mult)[:, None]
-        acc_e = acc_e + pv * v_e.to(tl.float32)
-        acc_o = acc_o + pv * v_o.to(tl.float32)
+        # By hand, in registers (AHEAD is 1 or 2).
+        tile = _tile_fetch(kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j0, j_end, h, H,
+                           MAX_PAGES, qk_scale, S, D, BLOCK_N)
         if AHEAD == 2:
-            tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = (m_ok, m_k_mult, m_v_mult, m_k_blocks,
-                                                                          m_k_bits, m_v_packed, m_v_bits)
-            m_ok, m_k_mult, m_v_mult, m_k_blocks, m_k_bits, m_v_packed, m_v_bits = (n_ok, n_k_mult, n_v_mult,
-                                                                                    n_k_blocks, n_k_bits, n_v_packed,
-                                                                                    n_v_bits)
-        else:
-            tok_ok, k_mult, v_mult, k_blocks, k_bits, v_packed, v_bits = (n_ok, n_k_mult, n_v_mult, n_k_blocks,
-                                                                          n_k_bits, n_v_packed, n_v_bits)
+            after = _tile_fetch(kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j0 + 1,
+                                j_end, h, H, MAX_PAGES, qk_scale, S, D, BLOCK_N)
+        for j in range(j0, j_end):
+            upcoming = _tile_fetch(kd_ptr, ks_ptr, vd_ptr, vs_ptr, table_ptr, fills_ptr, kg_ptr, vg_ptr, b, j + AHEAD,
+                                   j_end, h, H, MAX_PAGES, qk_scale, S, D, BLOCK_N)
+            m_ref, l_i, acc_e, acc_o = _fold_tile(m_ref, l_i, acc_e, acc_o, tile, q_step, q_words)
+            if AHEAD == 2:
+                tile = after
+                after = upcoming
+            else:
+                tile = upcoming
 
     l_sum = softmax_denominator(tl.sum(l_i, 0))
     out_e = tl.sum(acc_e, 0)
@@ -230,6 +240,9 @@ def paged_decode_kernel(
             tl.store(ticket_ptr, 0)
 
 
+#: Most tiles ``staged`` loads may run ahead (a ring of MAX_STAGED_AHEAD + 1 tiles in shared memory:
+#: 18 KB per program at the (32, 2) tile).
+MAX_STAGED_AHEAD = 3
 #: Programs per SM the split count aims for (H100 sweep, benchmarks/RESULTS.md).
 PROGRAMS_PER_SM = 4
 
@@ -261,15 +274,17 @@ def _check_decode_tile(tile, page_size: int) -> tuple[int, int]:
 
 def paged_decode_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_global, table, fills, npages,
                            scale: float | None = None, splits: int | None = None, out: torch.Tensor | None = None,
-                           tile: tuple[int, int] | None = None, ahead: int = 1,
+                           tile: tuple[int, int] | None = None, ahead: int = 1, staged: bool = False,
                            programs_per_sm: int = PROGRAMS_PER_SM) -> torch.Tensor:
     """Attention of each query row of ``q`` over the pages in ``table``/``fills`` (no fresh K/V),
     one program per (query, sequence, head, split); see the module docstring for layouts.
     ``splits`` forces the page split, ``out`` receives the result, ``tile`` = (BLOCK_N, num_warps)
-    overrides ``default_decode_tile`` and ``ahead`` (1 or 2) sets how many tiles ahead the loads
-    are issued; ``programs_per_sm`` aims the default split count (tuning)."""
-    if ahead not in (1, 2):
-        raise ValueError(f"ahead: expected 1 or 2 tiles, got {ahead!r}")
+    overrides ``default_decode_tile``, ``ahead`` sets how many tiles ahead the loads are issued
+    (held in registers: 1 or 2; ``staged``: 1 to MAX_STAGED_AHEAD tiles copied into shared memory
+    by cp.async) and ``programs_per_sm`` aims the default split count (tuning)."""
+    most = MAX_STAGED_AHEAD if staged else 2
+    if not isinstance(ahead, int) or not 1 <= ahead <= most:
+        raise ValueError(f"ahead: expected 1 to {most} tiles{' (staged)' if staged else ''}, got {ahead!r}")
     b, tq, h, d = q.shape
     page_size = k_data.shape[1]
     check_geometry(page_size, d)
@@ -288,6 +303,7 @@ def paged_decode_attention(q, k_data, k_scale, k_global, v_data, v_scale, v_glob
         tq, h, max_pages, pages_per_split, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2), out.stride(0), out.stride(1), out.stride(2),
         D=d, S=page_size, BLOCK_N=block_n, SPLIT=splits > 1, SPLIT_BLOCK=combine_block(splits), AHEAD=ahead,
+        STAGED=staged,
         num_warps=warps, num_stages=1,
     )
     return out

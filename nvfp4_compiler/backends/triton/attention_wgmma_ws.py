@@ -37,10 +37,12 @@ from .attention_wgmma import (_byte_layout, _decode_to_shared, _load_raw, _mma_l
                               _q_to_shared, _softmax_page, _softmax_start, _write_result, launch_decode)
 
 CONSUMER_WARPS = 4     # one warpgroup: wgmma's unit
-# Registers, compiled for sm_90 on the CPU machine with Triton 3.6 (the device's): the consumer
-# needs ~160 per thread. 8 decode warps at 128 each fit 168 x 12 warps (one program per SM) with
-# no spills at one or two pages ahead; three pages ahead need 152. 4 decode warps at 96 (two
-# programs per SM, 128 x 8 warps each) spill ~480 bytes.
+# Registers, compiled for sm_90 on the CPU machine with Triton 3.6 (the device's) and 16-byte
+# aligned pointers as launched (tests/sm90_compile.py): the consumer needs ~160 per thread. 8
+# decode warps at 128 each fit 168 x 12 warps (one program per SM) with no spills at one to three
+# pages ahead. 4 decode warps at 96 (two programs per SM, 128 x 8 warps each) spill 136 bytes.
+# (Compiled without the alignment, the page bytes were loaded one at a time, and three pages
+# ahead seemed to need 152 registers, 4 warps at 96 to spill ~480 bytes.)
 # The defaults are the configuration measured on the H100 (RESULTS.md, twenty-fourth session):
 # no faster than attention_wgmma, so paged_attention does not route here;
 # benchmarks/device_ahead.sh times two and three pages ahead.
