@@ -1,6 +1,7 @@
 """The Gluon (Hopper wgmma) decode-attention kernels against the reference and the Triton kernel:
-``attention_wgmma`` (one warpgroup) and ``attention_wgmma_ws`` (warp-specialized: decode warps feed
-a wgmma warpgroup through a shared-memory ring).
+``attention_wgmma`` (one warpgroup), ``attention_wgmma_ring`` (the same with page bytes copied into
+shared memory by cp.async, several pages ahead) and ``attention_wgmma_ws`` (warp-specialized:
+decode warps feed a wgmma warpgroup through a shared-memory ring).
 
 Gluon has no CPU interpreter, so on the CPU machine the kernel is only compiled for sm_90 (which
 checks that the asynchronous wgmma path is what the code builds) and its dispatch rule is
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 from kv_guards import nan_guarded_scales
 from sm90_compile import compile_for_sm90
 from nvfp4_compiler.backends.triton import attention_wgmma as wg
+from nvfp4_compiler.backends.triton import attention_wgmma_ring as ring
 from nvfp4_compiler.backends.triton import attention_wgmma_ws as ws
 from nvfp4_compiler.kv_cache import PagedNVFP4Cache
 
@@ -50,6 +52,8 @@ def _reference(q, cache, seqs):
 
 
 KERNELS = {"wgmma": lambda *a, **kw: wg.paged_decode_wgmma(*a, **kw),
+           "ring": lambda *a, **kw: ring.paged_decode_ring(*a, **kw),
+           "ring_5": lambda *a, **kw: ring.paged_decode_ring(*a, ring=ring.MAX_RING, **kw),
            "ws": lambda *a, **kw: ws.paged_decode_ws(*a, **kw),
            # the other register split (4 decode warps, two programs per SM), a three-page ring, one
            # page requested ahead
@@ -159,6 +163,27 @@ def test_ws_kernel_equals_wgmma_kernel_within_fp32_order(tq):
                                    _run(q, cache, [0, 1], "wgmma", splits=splits).float(), atol=2e-5, rtol=1e-4)
 
 
+@needs_hopper
+@pytest.mark.parametrize("tq", [16, 64])
+def test_ring_kernel_gives_the_wgmma_kernels_bits(tq):
+    """Copying the page bytes into shared memory pages ahead changes when they arrive, not what is
+    computed: bit-identical to the one-warpgroup kernel at the same split count, for every ring
+    depth (its pages past a split's end and rows past a page's fill arrive as zeros)."""
+    cache = _cache(4, 128, (640, 1000, 333))
+    q = torch.randn(2, tq, 4, 128, generator=torch.Generator().manual_seed(4)).cuda().bfloat16()
+    for splits in (1, 7):
+        want = _run(q, cache, [0, 1], "wgmma", splits=splits)
+        for depth in range(2, ring.MAX_RING + 1):
+            assert torch.equal(_run(q, cache, [0, 1], "ring", splits=splits, ring=depth), want), (splits, depth)
+
+
+def test_ring_depth_is_checked():
+    q = torch.zeros(1, 16, 2, 128)
+    for depth in (1, ring.MAX_RING + 1, 3.0):
+        with pytest.raises(ValueError, match="ring: expected 2 to"):
+            ring.paged_decode_ring(q, *([None] * 9), ring=depth)
+
+
 # Compiles the kernel for sm_90 with Triton's bundled ptxas and prints the PTX. It runs in a fresh
 # process without TRITON_INTERPRET: in the test process the interpreter may have left its patches of
 # triton.language in place (seen with Triton 3.9 after test_onnx_export.py then
@@ -169,15 +194,18 @@ _POINTER_TYPES = {"q_ptr": "*bf16", "out_ptr": "*bf16", "kg_ptr": "*fp32", "vg_p
 
 
 def _compile_for_sm90(kernel: str) -> tuple[str, str]:
-    """(PTX, cuobjdump -res-usage report) of ``kernel`` ("wgmma" or "ws") compiled for sm_90 in a fresh process."""
+    """(PTX, cuobjdump -res-usage report) of ``kernel`` ("wgmma", "ring" or "ws") compiled for sm_90 in a
+    fresh process."""
     if kernel == "wgmma":
         name, consts, options = "paged_decode_wgmma_kernel", {}, {"num_warps": wg.NUM_WARPS}
+    elif kernel == "ring":
+        name, consts, options = "paged_decode_ring_kernel", {"RING": ring.RING}, {"num_warps": wg.NUM_WARPS}
     else:
         name = "paged_decode_ws_kernel"
         consts = dict(NBUF=ws.NBUF, PRODUCER_WARPS=ws.PRODUCER_WARPS, PRODUCER_REGS=ws.PRODUCER_REGS, AHEAD=ws.AHEAD)
         options = {"num_warps": ws.CONSUMER_WARPS, "maxnreg": ws.MAX_REGS}
     consts.update(D=128, S=64, SPLIT=True, num_warps=options["num_warps"])
-    module = wg.__name__ if kernel == "wgmma" else ws.__name__
+    module = {"wgmma": wg, "ring": ring, "ws": ws}[kernel].__name__
     return compile_for_sm90(f"{module}:{name}", consts, options, dict(_POINTER_TYPES, qk_scale="fp32"))
 
 
@@ -187,6 +215,16 @@ def test_wgmma_kernel_compiles_for_sm90_with_asynchronous_mma():
     ptx, info = _compile_for_sm90("wgmma")
     assert ptx.count("wgmma.mma_async") >= 4 and "wgmma.wait_group.sync.aligned 0" in ptx
     assert "wgmma.commit_group" in ptx and ".local" not in ptx  # no local memory in the PTX
+
+
+def test_ring_kernel_compiles_for_sm90_with_page_bytes_in_cp_async():
+    """The ring kernel's page bytes go through cp.async: 16-byte copies for the packed bytes, 4-byte
+    ones for the scale bits, for the RING - 1 pages of the prologue and one page per iteration,
+    waited for RING - 1 groups deep; still the asynchronous wgmma path, and no spills."""
+    ptx, info = _compile_for_sm90("ring")
+    assert ptx.count("cp.async.cg.shared.global") >= 4 * ring.RING   # K and V, two per thread, per page
+    assert f"cp.async.wait_group \t{ring.RING - 1};" in ptx
+    assert ptx.count("wgmma.mma_async") >= 4 and "STACK:0" in info and ".local" not in ptx, info
 
 
 def test_ws_kernel_compiles_for_sm90_as_two_partitions_without_spills():

@@ -1,0 +1,163 @@
+"""Decode-sized attention over the paged NVFP4 cache on Hopper (Gluon, sm_90 only): the
+one-warpgroup kernel of ``attention_wgmma`` with each page's bytes copied into a shared-memory
+ring by cp.async, ``RING - 1`` pages ahead, instead of held in registers one page ahead.
+
+An experiment, not routed by ``paged_attention`` until the H100 says it pays. Why: the
+twenty-fourth session's reading of the decode kernels (RESULTS.md) is that they are bound by the
+bytes each SM has requested and not yet received. ``attention_wgmma`` keeps one page (~9 KB of K
+and V bytes and scales) in flight per program, two programs per SM; more pages ahead in registers
+would cost registers it does not have (227 per thread). cp.async copies land in shared memory and
+hold no registers, so three pages ahead put ~55 KB in flight per SM for 27 KB more shared memory
+per program (two programs still fit: ~91 KB each).
+
+    page i:  copy of page i+RING-1's bytes issued (cp.async, one commit group per page)
+             wait until page i's group has landed; its bytes -> registers (8 bytes per thread)
+             then attention_wgmma's loop body: decode K -> shared, S = Q K^T (async wgmma),
+             decode V -> shared, softmax, P.V (async wgmma)
+
+The arithmetic is ``attention_wgmma``'s, helper for helper, so the outputs are bit-identical to
+it at the same split count. Rows past a page's fill arrive as zeros (cp.async zero-fills a masked
+copy), as ``_load_raw``'s masked loads give: a NaN E4M3 pattern can never reach the decode.
+
+Not run by the CPU interpreter (Gluon has none): CPU tests compile it for sm_90; GPU tests compare
+it with the reference and with ``attention_wgmma``.
+"""
+
+from __future__ import annotations
+
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+
+from .attention_wgmma import (NUM_WARPS, _byte_layout, _decode_to_shared, _mma_layout, _page_meta, _page_range,
+                              _q_to_shared, _softmax_page, _softmax_start, _tile_rows, _write_result, choose_splits,
+                              launch_decode)
+
+# cp.async into shared memory: Triton 3.6 (the device's) calls it async_copy_global_to_shared, 3.9 async_load
+_async_load = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared
+
+RING = 4          # pages of raw bytes in shared memory: RING - 1 in flight while one is decoded
+MAX_RING = 5      # 9 KB per page at D = 128 next to 64 KB of Q and decoded tiles: two programs per SM fit
+
+
+@gluon.jit
+def _copy_tile(data_ring, bits_ring, data_ptr, scale_ptr, page, head, fill, H, S: gl.constexpr, D: gl.constexpr,
+               num_warps: gl.constexpr):
+    """cp.async copies of one page and head's packed bytes [S, D/2] (16 bytes per copy) and E4M3
+    bits [S, D/16] (4 bytes per copy) into ring slots; rows from ``fill`` on become zeros."""
+    NB: gl.constexpr = D // 16
+    data_l: gl.constexpr = gl.BlockedLayout([1, 16], [32 // (D // 32), D // 32], [num_warps, 1], [1, 0])
+    tok = gl.arange(0, S, layout=gl.SliceLayout(1, data_l))
+    col = gl.arange(0, D // 2, layout=gl.SliceLayout(0, data_l))
+    rows = gl.expand_dims(_tile_rows(page, head, tok, H, S), 1)
+    _async_load(data_ring, data_ptr + rows * (D // 2) + gl.expand_dims(col, 0),
+                                           mask=gl.expand_dims(tok < fill, 1))
+
+    bits_l: gl.constexpr = gl.BlockedLayout([1, 4], [32 // (NB // 4), NB // 4], [num_warps, 1], [1, 0])
+    tok_b = gl.arange(0, S, layout=gl.SliceLayout(1, bits_l))
+    blk_b = gl.arange(0, NB, layout=gl.SliceLayout(0, bits_l))
+    rows_b = gl.expand_dims(_tile_rows(page, head, tok_b, H, S), 1)
+    _async_load(bits_ring, scale_ptr + rows_b * NB + gl.expand_dims(blk_b, 0),
+                                           mask=gl.expand_dims(tok_b < fill, 1))
+
+
+@gluon.jit
+def _copy_page(rings, slot, kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, i, last, h, H,
+               MAX_PAGES, qk_scale, S: gl.constexpr, D: gl.constexpr, num_warps: gl.constexpr):
+    """Issue logical page ``i``'s copies (K and V, zeros from ``last`` on) into ring slot ``slot``
+    as one commit group."""
+    k_ring, kb_ring, v_ring, vb_ring = rings
+    page, fill, _, _ = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, last, h, H, MAX_PAGES, qk_scale)
+    _copy_tile(k_ring.index(slot), kb_ring.index(slot), kd_ptr, ks_ptr, page, h, fill, H, S, D, num_warps)
+    _copy_tile(v_ring.index(slot), vb_ring.index(slot), vd_ptr, vs_ptr, page, h, fill, H, S, D, num_warps)
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _read_slot(data_ring, bits_ring, slot, L3: gl.constexpr):
+    """A landed ring slot as ``_load_raw`` returns a page: bytes [S, D/16, 8] and bits [S, D/16]."""
+    data = data_ring.index(slot)
+    return data.reshape([data.shape[0], data.shape[1] // 8, 8]).load(L3), bits_ring.index(slot).load(gl.SliceLayout(2, L3))
+
+
+@gluon.jit
+def paged_decode_ring_kernel(
+    q_ptr, out_ptr, kd_ptr, ks_ptr, kg_ptr, vd_ptr, vs_ptr, vg_ptr, table_ptr, fills_ptr, npages_ptr,
+    ws_m_ptr, ws_l_ptr, ws_acc_ptr,
+    Tq, H, MAX_PAGES, PAGES_PER_SPLIT, qk_scale,
+    s_qb, s_qt, s_qh, s_ob, s_ot, s_oh,
+    D: gl.constexpr, S: gl.constexpr, SPLIT: gl.constexpr, RING: gl.constexpr, num_warps: gl.constexpr,
+):
+    pid_bh, split = gl.program_id(0), gl.program_id(1)
+    b, h = pid_bh // H, pid_bh % H
+    NB: gl.constexpr = D // 16
+    L3: gl.constexpr = _byte_layout(num_warps, NB)
+    mma_s: gl.constexpr = _mma_layout(num_warps, S)
+    mma_o: gl.constexpr = _mma_layout(num_warps, D // 2)
+    p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
+    tile_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([S, D // 2], gl.float16)
+    raw: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])   # a slot's bytes row-major, no swizzle
+
+    q_e_smem, q_o_smem = _q_to_shared(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, D, num_warps)
+    k_e_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
+    k_o_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
+    v_e_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
+    v_o_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
+    rings = (gl.allocate_shared_memory(gl.uint8, [RING, S, D // 2], raw),
+             gl.allocate_shared_memory(gl.uint8, [RING, S, NB], raw),
+             gl.allocate_shared_memory(gl.uint8, [RING, S, D // 2], raw),
+             gl.allocate_shared_memory(gl.uint8, [RING, S, NB], raw))
+    k_ring, kb_ring, v_ring, vb_ring = rings
+
+    m_i, l_i, acc_e, acc_o, tok_s, zeros_s = _softmax_start(S, D, mma_s, mma_o)
+    first, last = _page_range(npages_ptr, b, split, PAGES_PER_SPLIT)
+    for r in gl.static_range(RING - 1):   # pages first .. first + RING - 2 in flight
+        _copy_page(rings, r, kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr, fills_ptr, b, first + r, last,
+                   h, H, MAX_PAGES, qk_scale, S, D, num_warps)
+    _, fill, k_mult, v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, first, last, h, H, MAX_PAGES,
+                                         qk_scale)
+    unit = gl.where(v_mult == 0.0, 1.0, v_mult)
+    fence_async_shared()
+    for i in range(first, last):
+        j = i - first
+        # page i + RING - 1 goes into the slot page i - 1 used (read into registers a page ago)
+        _copy_page(rings, (j + RING - 1) % RING, kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr,
+                   fills_ptr, b, i + RING - 1, last, h, H, MAX_PAGES, qk_scale, S, D, num_warps)
+        async_copy.wait_group(RING - 1)      # page i's group has landed
+        k_raw, k_bits = _read_slot(k_ring, kb_ring, j % RING, L3)
+        v_raw, v_bits = _read_slot(v_ring, vb_ring, j % RING, L3)
+        _, n_fill, n_k_mult, n_v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i + 1, last, h, H,
+                                                   MAX_PAGES, qk_scale)
+        _decode_to_shared(k_raw, k_bits, k_e_smem, k_o_smem, S, D)
+        fence_async_shared()
+        s = warpgroup_mma(q_e_smem, k_e_smem.permute((1, 0)), zeros_s, use_acc=False, is_async=True)
+        s = warpgroup_mma(q_o_smem, k_o_smem.permute((1, 0)), s, is_async=True)
+        slot = i % 2
+        _decode_to_shared(v_raw, v_bits, v_e_smem.index(slot), v_o_smem.index(slot), S, D)
+        fence_async_shared()
+        s, acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(s, acc_e, acc_o))
+
+        p16, m_i, l_i, unit, acc_e, acc_o = _softmax_page(s, tok_s, fill, k_mult, v_mult, m_i, l_i, unit, acc_e,
+                                                          acc_o, mma_o, p_op)
+        acc_e = warpgroup_mma(p16, v_e_smem.index(slot), acc_e, is_async=True)
+        acc_o = warpgroup_mma(p16, v_o_smem.index(slot), acc_o, is_async=True)
+        fill, k_mult, v_mult = n_fill, n_k_mult, n_v_mult
+
+    async_copy.wait_group(0)   # the copies of pages past the split's end (zeros) before exit
+    acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc_e, acc_o))
+    _write_result(acc_e, acc_o, m_i, l_i, unit, out_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr, b, h, pid_bh, split, Tq,
+                  s_ob, s_ot, s_oh, D, SPLIT, mma_o)
+
+
+def paged_decode_ring(q, k_data, k_scale, k_global, v_data, v_scale, v_global, table, fills, npages,
+                      scale: float | None = None, splits: int | None = None, out=None, ring: int = RING):
+    """``attention_wgmma.paged_decode_wgmma``'s contract (q [B, Tq <= 64, H, D], cached K/V only) on
+    the cp.async-ring kernel; ``ring`` (2 to MAX_RING) pages of raw bytes in shared memory, ``ring
+    - 1`` of them in flight. Same default split count as ``paged_decode_wgmma`` (same residency)."""
+    if not isinstance(ring, int) or not 2 <= ring <= MAX_RING:
+        raise ValueError(f"ring: expected 2 to {MAX_RING} pages, got {ring!r}")
+    b, _, h, _ = q.shape
+    splits = choose_splits(b * h, table.shape[1], q.device) if splits is None else splits
+    return launch_decode(paged_decode_ring_kernel, q, (k_data, k_scale, k_global, v_data, v_scale, v_global), table,
+                         fills, npages, scale, splits, out, RING=ring, num_warps=NUM_WARPS)
