@@ -186,25 +186,14 @@ def paged_decode_wgmma_kernel(
     n_page, n_fill, n_k_mult, n_v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, first + 1, last, h, H,
                                                     MAX_PAGES, qk_scale)
     fence_async_shared()
+    smem = (q_e_smem, q_o_smem, k_e_smem, k_o_smem, v_e_smem, v_o_smem)
     for i in range(first, last):
         # the next page's bytes are requested first, to be decoded one page later
         nk_raw, nk_bits = _load_raw(kd_ptr, ks_ptr, n_page, h, n_fill, H, S, D, L3)
         nv_raw, nv_bits = _load_raw(vd_ptr, vs_ptr, n_page, h, n_fill, H, S, D, L3)
-        _decode_to_shared(k_raw, k_bits, k_e_smem, k_o_smem, S, D)
-        fence_async_shared()
-        s = warpgroup_mma(q_e_smem, k_e_smem.permute((1, 0)), zeros_s, use_acc=False, is_async=True)
-        s = warpgroup_mma(q_o_smem, k_o_smem.permute((1, 0)), s, is_async=True)
-        slot = i % 2
-        _decode_to_shared(v_raw, v_bits, v_e_smem.index(slot), v_o_smem.index(slot), S, D)
-        fence_async_shared()
+        m_i, l_i, unit, acc_e, acc_o = _attend_page((k_raw, k_bits, v_raw, v_bits), i % 2, smem, zeros_s, tok_s, fill,
+                                                    k_mult, v_mult, m_i, l_i, unit, acc_e, acc_o, S, D, mma_o, p_op)
         k_raw, k_bits, v_raw, v_bits = nk_raw, nk_bits, nv_raw, nv_bits
-        s, acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(s, acc_e, acc_o))
-
-        p16, m_i, l_i, unit, acc_e, acc_o = _softmax_page(s, tok_s, fill, k_mult, v_mult, m_i, l_i, unit, acc_e,
-                                                          acc_o, mma_o, p_op)
-        acc_e = warpgroup_mma(p16, v_e_smem.index(slot), acc_e, is_async=True)
-        acc_o = warpgroup_mma(p16, v_o_smem.index(slot), acc_o, is_async=True)
-
         page, fill, k_mult, v_mult = n_page, n_fill, n_k_mult, n_v_mult
         n_page, n_fill, n_k_mult, n_v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i + 2, last, h, H,
                                                         MAX_PAGES, qk_scale)
@@ -212,6 +201,31 @@ def paged_decode_wgmma_kernel(
     acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(acc_e, acc_o))
     _write_result(acc_e, acc_o, m_i, l_i, unit, out_ptr, ws_m_ptr, ws_l_ptr, ws_acc_ptr, b, h, pid_bh, split, Tq,
                   s_ob, s_ot, s_oh, D, SPLIT, mma_o)
+
+
+@gluon.jit
+def _attend_page(raw, slot, smem, zeros_s, tok_s, fill, k_mult, v_mult, m_i, l_i, unit, acc_e, acc_o,
+                 S: gl.constexpr, D: gl.constexpr, mma_o: gl.constexpr, p_op: gl.constexpr):
+    """One page of the one-warpgroup kernels' loop, from its raw bytes (``_load_raw``'s (K bytes, K
+    bits, V bytes, V bits)): decode K into shared memory and issue S = Q K^T (async); decode V into
+    its double-buffer ``slot`` while the tensor cores run; then the softmax and P.V, issued async
+    into the accumulators and waited for on the next page. ``smem``: (Q even, Q odd, K even, K odd,
+    V even ring, V odd ring). Returns (m_i, l_i, unit, acc_e, acc_o)."""
+    k_raw, k_bits, v_raw, v_bits = raw
+    q_e_smem, q_o_smem, k_e_smem, k_o_smem, v_e_smem, v_o_smem = smem
+    _decode_to_shared(k_raw, k_bits, k_e_smem, k_o_smem, S, D)
+    fence_async_shared()
+    s = warpgroup_mma(q_e_smem, k_e_smem.permute((1, 0)), zeros_s, use_acc=False, is_async=True)
+    s = warpgroup_mma(q_o_smem, k_o_smem.permute((1, 0)), s, is_async=True)
+    _decode_to_shared(v_raw, v_bits, v_e_smem.index(slot), v_o_smem.index(slot), S, D)
+    fence_async_shared()
+    s, acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(s, acc_e, acc_o))
+
+    p16, m_i, l_i, unit, acc_e, acc_o = _softmax_page(s, tok_s, fill, k_mult, v_mult, m_i, l_i, unit, acc_e,
+                                                      acc_o, mma_o, p_op)
+    acc_e = warpgroup_mma(p16, v_e_smem.index(slot), acc_e, is_async=True)
+    acc_o = warpgroup_mma(p16, v_o_smem.index(slot), acc_o, is_async=True)
+    return m_i, l_i, unit, acc_e, acc_o
 
 
 @gluon.jit

@@ -28,11 +28,10 @@ from __future__ import annotations
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma_wait
 
-from .attention_wgmma import (NUM_WARPS, _byte_layout, _decode_to_shared, _mma_layout, _page_meta, _page_range,
-                              _q_to_shared, _softmax_page, _softmax_start, _tile_rows, _write_result, choose_splits,
-                              launch_decode)
+from .attention_wgmma import (NUM_WARPS, _attend_page, _byte_layout, _mma_layout, _page_meta, _page_range,
+                              _q_to_shared, _softmax_start, _tile_rows, _write_result, choose_splits, launch_decode)
 
 # cp.async into shared memory: Triton 3.6 (the device's) calls it async_copy_global_to_shared, 3.9 async_load
 _async_load = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared
@@ -104,6 +103,7 @@ def paged_decode_ring_kernel(
     k_o_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
     v_e_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
     v_o_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
+    smem = (q_e_smem, q_o_smem, k_e_smem, k_o_smem, v_e_smem, v_o_smem)
     rings = (gl.allocate_shared_memory(gl.uint8, [RING, S, D // 2], raw),
              gl.allocate_shared_memory(gl.uint8, [RING, S, NB], raw),
              gl.allocate_shared_memory(gl.uint8, [RING, S, D // 2], raw),
@@ -129,19 +129,8 @@ def paged_decode_ring_kernel(
         v_raw, v_bits = _read_slot(v_ring, vb_ring, j % RING, L3)
         _, n_fill, n_k_mult, n_v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i + 1, last, h, H,
                                                    MAX_PAGES, qk_scale)
-        _decode_to_shared(k_raw, k_bits, k_e_smem, k_o_smem, S, D)
-        fence_async_shared()
-        s = warpgroup_mma(q_e_smem, k_e_smem.permute((1, 0)), zeros_s, use_acc=False, is_async=True)
-        s = warpgroup_mma(q_o_smem, k_o_smem.permute((1, 0)), s, is_async=True)
-        slot = i % 2
-        _decode_to_shared(v_raw, v_bits, v_e_smem.index(slot), v_o_smem.index(slot), S, D)
-        fence_async_shared()
-        s, acc_e, acc_o = warpgroup_mma_wait(num_outstanding=0, deps=(s, acc_e, acc_o))
-
-        p16, m_i, l_i, unit, acc_e, acc_o = _softmax_page(s, tok_s, fill, k_mult, v_mult, m_i, l_i, unit, acc_e,
-                                                          acc_o, mma_o, p_op)
-        acc_e = warpgroup_mma(p16, v_e_smem.index(slot), acc_e, is_async=True)
-        acc_o = warpgroup_mma(p16, v_o_smem.index(slot), acc_o, is_async=True)
+        m_i, l_i, unit, acc_e, acc_o = _attend_page((k_raw, k_bits, v_raw, v_bits), i % 2, smem, zeros_s, tok_s, fill,
+                                                    k_mult, v_mult, m_i, l_i, unit, acc_e, acc_o, S, D, mma_o, p_op)
         fill, k_mult, v_mult = n_fill, n_k_mult, n_v_mult
 
     async_copy.wait_group(0)   # the copies of pages past the split's end (zeros) before exit
