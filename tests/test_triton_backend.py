@@ -23,6 +23,7 @@ DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 if ON_GPU and not torch.cuda.is_available():
     # asked for GPU tests where there is no GPU: a setup error, not something to skip quietly
     raise RuntimeError("NVFP4_TEST_ON_GPU=1 asks for the GPU tests, but torch sees no CUDA device")
+ON_HOPPER = ON_GPU and torch.cuda.get_device_capability()[0] == 9
 
 POISONS = (0xA5, 0x5A)  # two runs with different poison: an unwritten byte shows in one of them
 
@@ -243,14 +244,24 @@ if ON_GPU:
                    ((1,), 1536, 8960, "none", True, (1, 1536), True, torch.bfloat16),
                    ((64,), 1536, 8960, "none", True, (1, 1536), True, torch.bfloat16),
                    ((4680,), 1536, 1536, "none", True, None, True, torch.bfloat16),
-                   ((1, 4680), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16)]
+                   ((1, 4680), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16),
+                   ((7,), 40, 256, "gelu_tanh", True, None, True, torch.bfloat16),    # N short of a tile
+                   ((3, 11), 200, 768, "silu", True, (3, 1, 200), True, torch.float32)]
 
 
-# Every case on every kernel that takes it: "vector" (the GEMV kernel) takes one row; "dense" is the
-# decoded-operand GEMM through TMA (Hopper and later), "dense_pointer" the same without TMA.
+def _takes(path: str, lead, k: int) -> bool:
+    """Whether a forced ``path`` applies: "vector" (the GEMV kernel) takes one row; "wgmma" (the
+    Gluon kernel for M <= 64, gemm_wgmma.py) Hopper GPUs and K a multiple of 256."""
+    m = torch.Size(lead).numel()
+    return {"vector": m == 1, "wgmma": ON_HOPPER and m <= 64 and k % 256 == 0}.get(path, True)
+
+
+# Every case on every kernel that takes it (_takes); "dense" is the decoded-operand GEMM through TMA
+# (Hopper and later), "dense_pointer" the same without TMA.
 GEMM_PATHS = [(*case, path) for case in GEMM_CASES
-              for path in ("auto", "split3", "dense", "dense_pointer", "vector")
-              if path != "vector" or torch.Size(case[0]).numel() == 1]
+              for path in ("auto", "split3", "dense", "dense_pointer", "vector", "wgmma") if _takes(path, case[0], case[2])]
+FORCED = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}, "dense_pointer": {"dense": True},
+          "vector": {"vector": True}, "wgmma": {"wgmma": True}}
 
 
 @pytest.mark.parametrize("lead,n,k,act,has_bias,gate_shape,has_res,dtype,path", GEMM_PATHS)
@@ -266,9 +277,7 @@ def test_gemm_matches_reference(lead, n, k, act, has_bias, gate_shape, has_res, 
     res = torch.randn(*lead, n, generator=gen).to(DEVICE, dtype) if has_res else None
     m = int(torch.Size(lead).numel())
     out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)  # poisoned: every element must be written
-    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}, "dense_pointer": {"dense": True},
-             "vector": {"vector": True}}[path]
-    got, amax = tgemm.gemm(*args, bias, act, gate, res, dtype, out=out, **force)
+    got, amax = tgemm.gemm(*args, bias, act, gate, res, dtype, out=out, **FORCED[path])
     want, want_amax = reference.gemm_op(*args, bias, act, gate, res, dtype)
     assert got.shape == want.shape
     assert torch.isfinite(got).all()
@@ -313,8 +322,7 @@ if ON_GPU:
     QUANT_OUT_CASES += [((4680,), 8960, 1536, "gelu_tanh", True, None, False, torch.bfloat16),
                         ((64,), 1536, 1536, "none", True, (1, 1536), True, torch.bfloat16)]
 QUANT_OUT_PATHS = [(*case, path) for case in QUANT_OUT_CASES
-                   for path in ("auto", "split3", "dense", "dense_pointer", "vector")
-                   if path != "vector" or torch.Size(case[0]).numel() == 1]
+                   for path in ("auto", "split3", "dense", "dense_pointer", "vector", "wgmma") if _takes(path, case[0], case[2])]
 
 
 @pytest.mark.parametrize("lead,n,k,act,has_bias,gate_shape,has_res,dtype,path", QUANT_OUT_PATHS)
@@ -328,8 +336,7 @@ def test_gemm_writes_the_next_operand_bit_identical(lead, n, k, act, has_bias, g
 
     if path == "dense_pointer":
         monkeypatch.setattr(dense_gemm, "has_tma", lambda device: False)
-    force = {"auto": {}, "split3": {"split_k": 3}, "dense": {"dense": True}, "dense_pointer": {"dense": True},
-             "vector": {"vector": True}}[path]
+    force = FORCED[path]
     args = _exact_sum_operands(lead, n, k, seed=n + k)
     gen = torch.Generator().manual_seed(6)
     bias = torch.randn(n, generator=gen).to(DEVICE) if has_bias else None
@@ -459,21 +466,51 @@ def test_split_k_counts_tiles_as_the_autotuner_picks_them(monkeypatch):
     assert tgemm.choose_split_k(16, 1536, 8960, DEVICE) == 1
 
 
-@pytest.mark.parametrize("path", ["vector", "tile"])
+def test_wgmma_gemm_compiles_for_sm90_with_cp_async_and_asynchronous_mma():
+    """Without a GPU: the Gluon kernel for M <= 64 (gemm_wgmma.py) compiles for sm_90 as launched (K's
+    row strides specialized as multiples of 16, as every Wan GEMM's): A and W bytes in 16-byte
+    cp.async copies (two each per thread and step), waited RING - 1 groups deep, the MMAs as
+    asynchronous wgmma, the sums added by atomics, and no spills."""
+    from sm90_compile import compile_for_sm90
+
+    from nvfp4_compiler.backends.triton import gemm_wgmma as gw
+
+    consts = dict(BLOCK_N=gw.BLOCK_N, BLOCK_K=gw.BLOCK_K, RING=gw.RING, num_warps=gw.NUM_WARPS)
+    ptx, info = compile_for_sm90(f"{gw.__name__}:gemm_partials_wgmma_kernel", consts, {"num_warps": gw.NUM_WARPS},
+                                 {"sums_ptr": "*fp32"}, ("ROW_BYTES", "ROW_BLOCKS"))
+    assert ptx.count("cp.async.cg.shared.global") >= 4 * gw.RING
+    assert f"cp.async.wait_group \t{gw.RING - 1};" in ptx
+    assert "wgmma.mma_async" in ptx and "wgmma.commit_group" in ptx
+    assert "global.gpu.relaxed.add.f32" in ptx   # red or atom: the partial sums into the workspace
+    assert "STACK:0" in info and ".local" not in ptx, info
+
+
+def test_wgmma_gemm_rejects_what_it_cannot_take():
+    from nvfp4_compiler.backends.triton import gemm_wgmma as gw
+
+    a = torch.zeros(4, 128, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="ring: expected 2 to"):
+        gw.gemm_partials_wgmma(a, None, None, None, None, ring=gw.MAX_RING + 1)
+    with pytest.raises(ValueError, match="a: expected 1 to 64 rows of K a multiple of 256 on an sm_90 GPU"):
+        gw.gemm_partials_wgmma(a, None, None, None, None)   # a CPU tensor
+
+
+@pytest.mark.parametrize("path", ["vector", "tile"] + (["wgmma"] if ON_HOPPER else []))
 def test_split_k_leaves_the_persistent_workspace_zeroed_between_calls(path):
     """The GEMV's and the tile kernel's partial sums, tickets and tile maxima live in a workspace
     reused by every call on a stream; each call must zero what it used. Calls of different shapes
     and splits back to back all match the reference (amax included), and the workspace is all
     zeros after each. The tile cases take both forms: one launch (M <= 16) and the second,
-    epilogue kernel (M = 33)."""
+    epilogue kernel (M = 33); the Gluon kernel (Hopper) always takes the second."""
     from nvfp4_compiler.backends.triton import split_k as tsplit
 
     cases = {"vector": [((1,), 48, 160, 5), ((1,), 40, 64, 1), ((1,), 48, 160, 3), ((1,), 200, 96, 2)],
-             "tile": [((5,), 48, 160, 5), ((2, 9), 40, 64, 1), ((33,), 48, 160, 3), ((3,), 200, 96, 2)]}[path]
+             "tile": [((5,), 48, 160, 5), ((2, 9), 40, 64, 1), ((33,), 48, 160, 3), ((3,), 200, 96, 2)],
+             "wgmma": [((5,), 48, 512, 3), ((2, 9), 40, 256, 1), ((64,), 200, 768, None), ((1,), 64, 256, 2)]}[path]
     for lead, n, k, split in cases:
         args = _operands(lead, n, k, seed=n + k)
         got, amax = tgemm.gemm(*args, None, "none", None, None, torch.float32, vector=path == "vector",
-                               split_k=split)
+                               wgmma=path == "wgmma", split_k=split)
         want, want_amax = reference.gemm_op(*args, None, "none", None, None, torch.float32)
         assert (got - want).norm() / want.norm() < 1e-5
         assert torch.allclose(amax, want_amax, rtol=1e-5)

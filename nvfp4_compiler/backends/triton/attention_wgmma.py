@@ -37,11 +37,16 @@ import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma,
                                                                warpgroup_mma_init, warpgroup_mma_wait)
 from triton.runtime.jit import constexpr_function
 
 from .numerics import DECODED_TILE_UNSCALE, E2M1_PAIRS_PTX
+
+#: cp.async from global into shared memory (Gluon): Triton 3.6, the device's, names it
+#: async_copy_global_to_shared; 3.9 async_load (same arguments: smem, pointers, mask).
+async_load = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared
 
 BLOCK_M = 64          # queries per program (the kernel's 64 rows): wgmma's minimum M for one warpgroup
 NUM_WARPS = 4         # one warpgroup

@@ -31,10 +31,8 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma_wait
 
 from .attention_wgmma import (NUM_WARPS, _attend_page, _byte_layout, _mma_layout, _page_meta, _page_range,
-                              _q_to_shared, _softmax_start, _tile_rows, _write_result, choose_splits, launch_decode)
-
-# cp.async into shared memory: Triton 3.6 (the device's) calls it async_copy_global_to_shared, 3.9 async_load
-_async_load = getattr(async_copy, "async_load", None) or async_copy.async_copy_global_to_shared
+                              _q_to_shared, _softmax_start, _tile_rows, _write_result, async_load, choose_splits,
+                              launch_decode)
 
 RING = 4          # pages of raw bytes in shared memory: RING - 1 in flight while one is decoded
 MAX_RING = 5      # 9 KB per page at D = 128 next to 64 KB of Q and decoded tiles: two programs per SM fit
@@ -50,14 +48,14 @@ def _copy_tile(data_ring, bits_ring, data_ptr, scale_ptr, page, head, fill, H, S
     tok = gl.arange(0, S, layout=gl.SliceLayout(1, data_l))
     col = gl.arange(0, D // 2, layout=gl.SliceLayout(0, data_l))
     rows = gl.expand_dims(_tile_rows(page, head, tok, H, S), 1)
-    _async_load(data_ring, data_ptr + rows * (D // 2) + gl.expand_dims(col, 0),
+    async_load(data_ring, data_ptr + rows * (D // 2) + gl.expand_dims(col, 0),
                                            mask=gl.expand_dims(tok < fill, 1))
 
     bits_l: gl.constexpr = gl.BlockedLayout([1, 4], [32 // (NB // 4), NB // 4], [num_warps, 1], [1, 0])
     tok_b = gl.arange(0, S, layout=gl.SliceLayout(1, bits_l))
     blk_b = gl.arange(0, NB, layout=gl.SliceLayout(0, bits_l))
     rows_b = gl.expand_dims(_tile_rows(page, head, tok_b, H, S), 1)
-    _async_load(bits_ring, scale_ptr + rows_b * NB + gl.expand_dims(blk_b, 0),
+    async_load(bits_ring, scale_ptr + rows_b * NB + gl.expand_dims(blk_b, 0),
                                            mask=gl.expand_dims(tok_b < fill, 1))
 
 

@@ -17,7 +17,10 @@ atomics in a persistent workspace (split_k.py), and no call needs a memset: up t
 rows the last program of a tile runs the epilogue (one launch), above it split_k_epilogue_kernel
 does; the last tile writes the amax. Large M (compute-bound, M >= DENSE_MIN_M) decodes each
 operand once to exact fp16 and runs a dense fp16 GEMM, so the decode is not repeated for every
-output tile (dense_gemm.py). M = 1 takes the GEMV (gemv.py).
+output tile (dense_gemm.py). M = 1 takes the GEMV (gemv.py). On Hopper, ``wgmma=True`` forces an
+experimental Gluon kernel for M <= 64 (gemm_wgmma.py: decode beside asynchronous wgmma, operand
+bytes through a cp.async ring), whose partial sums split_k_epilogue_kernel finishes; not routed
+until the H100 has timed it.
 """
 
 import functools
@@ -333,14 +336,15 @@ def aligned_scalar(device) -> torch.Tensor:
 
 def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, residual, out_dtype,
          *, next_amax: torch.Tensor | None = None, split_k: int | None = None, dense: bool | None = None,
-         vector: bool | None = None, out=None):
+         vector: bool | None = None, wgmma: bool = False, out=None):
     """Same contract as ``backends.reference.gemm_op``: (out, amax). With a static ``next_amax``,
     ``reference.gemm_quantize_op``'s: the epilogue quantizes the rounded output to NVFP4 (the next
     GEMM's operand, 1x16 blocks along N) instead of writing it; (data, scale, S_dec) come back.
 
     ``split_k`` forces the in-register kernel with that split, ``dense`` forces (or forbids) the
-    decoded-operand kernel, ``vector`` the GEMV kernel (M = 1; with ``split_k``, that split), and
-    ``out`` ([M, N] of ``out_dtype``; with ``next_amax``, (data, scale) of the returned shapes)
+    decoded-operand kernel, ``vector`` the GEMV kernel (M = 1; with ``split_k``, that split),
+    ``wgmma`` the Gluon kernel for M <= 64 on sm_90 (``gemm_wgmma``, an experiment; with
+    ``split_k``, that split), and ``out`` ([M, N] of ``out_dtype``; with ``next_amax``, (data, scale) of the returned shapes)
     receives the result (tests poison it first)."""
     lead = a_data.shape[:-1]
     kp = a_data.shape[-1] * 2
@@ -361,7 +365,7 @@ def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, r
         out = torch.empty(1, dtype=out_dtype, device=device)  # only its dtype is read: the rounding before quantizing
     amax = _launch(a2, a_scale.view(torch.uint8).reshape(-1, kp // 16), a_gs.reshape(1), w_data,
                    w_scale.view(torch.uint8), w_gs.reshape(1), bias, activation, gate, residual, out_shape, out, q,
-                   split_k=split_k, dense=dense, vector=vector) if m else torch.zeros(1, device=device)
+                   split_k=split_k, dense=dense, vector=vector, wgmma=wgmma) if m else torch.zeros(1, device=device)
     if next_amax is None:
         return out.view(out_shape), amax.view(())
     data, scale, _, s_dec = q
@@ -372,7 +376,7 @@ def gemm(a_data, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, r
 
 
 def _launch(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, residual, out_shape, out, q,
-            *, split_k, dense, vector) -> torch.Tensor:
+            *, split_k, dense, vector, wgmma=False) -> torch.Tensor:
     """Run the kernel ``gemm`` picks (GEMV, decoded-operand or in-register) on [M, Kp/2] operands
     and uint8 scales, with a QUANT_OUT epilogue into ``q`` (``_nvfp4_sink``) unless it is None;
     returns the output's amax [1] (undefined with QUANT_OUT)."""
@@ -388,7 +392,7 @@ def _launch(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, re
                  HAS_RES=residual is not None, WANT_AMAX=True, QUANT_OUT=q is not None)
     # The kernels store packed codes as int32 words.
     q = (q[0].view(torch.int32), *q[1:]) if q is not None else (unused,) * 4
-    if vector if vector is not None else (m <= GEMV_MAX_M and split_k is None and not dense):
+    if vector if vector is not None else (m <= GEMV_MAX_M and split_k is None and not dense and not wgmma):
         return gemv(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, q, flags,
                     split_k=split_k)
     if dense if dense is not None else (m >= DENSE_MIN_M and split_k is None):
@@ -397,17 +401,24 @@ def _launch(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias, activation, gate, re
         dense_gemm(a2, a_scale, a_gs, w_data, w_scale, w_gs, bias_t, gate_v, gs, res_v, rs, t_rows, out, amax, q,
                    flags)
         return amax
-    split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
-    one_launch = m <= ONE_LAUNCH_MAX_M
-    work = persistent_workspace(device, workspace_floats(m * n if split_k > 1 else 0, max_tiles(m, n)))
     amax = aligned_scalar(device)  # written by the last tile (undefined with QUANT_OUT)
+    if wgmma:  # partial sums from the Gluon kernel, then the epilogue kernel (gemm_wgmma.py)
+        from .gemm_wgmma import gemm_partials_wgmma
+        work = persistent_workspace(device, workspace_floats(m * n, max_tiles(m, n)))
+        gemm_partials_wgmma(a2, a_scale, w_data, w_scale, work, split_k)
+        separate_epilogue = True
+    else:
+        split_k = choose_split_k(m, n, kp, device) if split_k is None else split_k
+        one_launch = m <= ONE_LAUNCH_MAX_M
+        work = persistent_workspace(device, workspace_floats(m * n if split_k > 1 else 0, max_tiles(m, n)))
 
-    def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), split_k)
+        def grid(meta):
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), split_k)
 
-    gemm_kernel[grid](a2, a_scale, w_data, w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q, work,
-                      m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, ONE_LAUNCH=one_launch, **flags)
-    if split_k > 1 and not one_launch:
+        gemm_kernel[grid](a2, a_scale, w_data, w_scale, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q, work,
+                          m, n, kp, t_rows, *gs, *rs, SPLIT_K=split_k, ONE_LAUNCH=one_launch, **flags)
+        separate_epilogue = split_k > 1 and not one_launch
+    if separate_epilogue:
         tiles = triton.cdiv(m, 16) * triton.cdiv(n, 128)  # within max_tiles(m, n): a config's tile is smaller
         split_k_epilogue_kernel[(tiles,)](work, a_gs, w_gs, bias_t, gate_v, res_v, out, amax, *q, m, n, t_rows, *gs,
                                           *rs, BLOCK_M=16, BLOCK_N=128, **flags)

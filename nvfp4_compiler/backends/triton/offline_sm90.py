@@ -22,16 +22,18 @@ from triton.experimental.gluon._runtime import GluonASTSource, GluonJITFunction
 SM90 = GPUTarget("cuda", 90, 32)
 
 
-def compile_sm90(fn, constexprs: dict, options: dict, types: dict | None = None):
+def compile_sm90(fn, constexprs: dict, options: dict, types: dict | None = None, multiples_of_16=()):
     """``fn`` (a ``triton.jit`` or ``gluon.jit`` kernel) compiled for sm_90; ``types`` gives argument
-    types (default: ``*u8`` for names ending in ``_ptr``, else ``i32``)."""
+    types (default: ``*u8`` for names ending in ``_ptr``, else ``i32``); the integer arguments named
+    in ``multiples_of_16`` are specialized as the launcher does for values divisible by 16."""
     if not isinstance(fn, (triton.runtime.JITFunction, GluonJITFunction)):
         raise TypeError(f"fn: expected a triton.jit or gluon.jit kernel defined without TRITON_INTERPRET=1, "
                         f"got {type(fn).__name__}")
     types = types or {}
     signature = {n: "constexpr" if n in constexprs else types.get(n, "*u8" if n.endswith("_ptr") else "i32")
                  for n in fn.arg_names}
-    aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if signature[n].startswith("*")}
+    aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+               if signature[n].startswith("*") or n in multiples_of_16}
     source = GluonASTSource if isinstance(fn, GluonJITFunction) else ASTSource
     return triton.compile(source(fn=fn, signature=signature, constexprs=constexprs, attrs=aligned), target=SM90,
                           options=options)
