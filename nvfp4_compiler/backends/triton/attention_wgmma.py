@@ -77,6 +77,31 @@ def _add(a, b):
 
 
 @gluon.jit
+def copy_rows_async(data_ring, bits_ring, data_ptr, scale_ptr, row0, row_step, valid_rows, step, ROW_BYTES,
+                    ROW_BLOCKS, ROWS: gl.constexpr, BLOCK_K: gl.constexpr, num_warps: gl.constexpr):
+    """cp.async copies of an NVFP4 matrix's rows row0 + i x row_step (i < ROWS) at K step ``step`` into
+    shared memory: packed bytes [ROWS, BLOCK_K/2] (16 bytes per copy) into ``data_ring`` and E4M3
+    bits [ROWS, BLOCK_K/16] (4 bytes per copy) into ``bits_ring``. Rows from ``valid_rows`` on and
+    K past the row (``ROW_BYTES`` bytes, ``ROW_BLOCKS`` scales) arrive as zeros. The copies need
+    their global addresses aligned to their size: ROW_BYTES and ROW_BLOCKS multiples of 16 as the
+    launcher specializes them (or constants that are)."""
+    data_l: gl.constexpr = gl.BlockedLayout([1, 16], [32 // (BLOCK_K // 32), BLOCK_K // 32], [num_warps, 1], [1, 0])
+    i = gl.arange(0, ROWS, layout=gl.SliceLayout(1, data_l))
+    cols = step * (BLOCK_K // 2) + gl.arange(0, BLOCK_K // 2, layout=gl.SliceLayout(0, data_l))
+    ok = gl.expand_dims(i < valid_rows, 1) & gl.expand_dims(cols < ROW_BYTES, 0)
+    rows = (row0 + i.to(gl.int64) * row_step) * ROW_BYTES
+    async_load(data_ring, data_ptr + gl.expand_dims(rows, 1) + gl.expand_dims(cols, 0), mask=ok)
+
+    NB: gl.constexpr = BLOCK_K // 16
+    bits_l: gl.constexpr = gl.BlockedLayout([1, 4], [32 // (NB // 4), NB // 4], [num_warps, 1], [1, 0])
+    i_b = gl.arange(0, ROWS, layout=gl.SliceLayout(1, bits_l))
+    blk = step * NB + gl.arange(0, NB, layout=gl.SliceLayout(0, bits_l))
+    ok_b = gl.expand_dims(i_b < valid_rows, 1) & gl.expand_dims(blk < ROW_BLOCKS, 0)
+    rows_b = (row0 + i_b.to(gl.int64) * row_step) * ROW_BLOCKS
+    async_load(bits_ring, scale_ptr + gl.expand_dims(rows_b, 1) + gl.expand_dims(blk, 0), mask=ok_b)
+
+
+@gluon.jit
 def _tile_rows(page, head, tok, H, S: gl.constexpr):
     """Row index (token x head) of ``tok`` on ``page`` in the [P, S, H, ...] cache arrays."""
     return (page * S + tok) * H + head

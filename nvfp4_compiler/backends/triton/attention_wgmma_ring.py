@@ -31,32 +31,11 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma_wait
 
 from .attention_wgmma import (NUM_WARPS, _attend_page, _byte_layout, _mma_layout, _page_meta, _page_range,
-                              _q_to_shared, _softmax_start, _tile_rows, _write_result, async_load, choose_splits,
+                              _q_to_shared, _softmax_start, _tile_rows, _write_result, choose_splits, copy_rows_async,
                               launch_decode)
 
 RING = 4          # pages of raw bytes in shared memory: RING - 1 in flight while one is decoded
 MAX_RING = 5      # 9 KB per page at D = 128 next to 64 KB of Q and decoded tiles: two programs per SM fit
-
-
-@gluon.jit
-def _copy_tile(data_ring, bits_ring, data_ptr, scale_ptr, page, head, fill, H, S: gl.constexpr, D: gl.constexpr,
-               num_warps: gl.constexpr):
-    """cp.async copies of one page and head's packed bytes [S, D/2] (16 bytes per copy) and E4M3
-    bits [S, D/16] (4 bytes per copy) into ring slots; rows from ``fill`` on become zeros."""
-    NB: gl.constexpr = D // 16
-    data_l: gl.constexpr = gl.BlockedLayout([1, 16], [32 // (D // 32), D // 32], [num_warps, 1], [1, 0])
-    tok = gl.arange(0, S, layout=gl.SliceLayout(1, data_l))
-    col = gl.arange(0, D // 2, layout=gl.SliceLayout(0, data_l))
-    rows = gl.expand_dims(_tile_rows(page, head, tok, H, S), 1)
-    async_load(data_ring, data_ptr + rows * (D // 2) + gl.expand_dims(col, 0),
-                                           mask=gl.expand_dims(tok < fill, 1))
-
-    bits_l: gl.constexpr = gl.BlockedLayout([1, 4], [32 // (NB // 4), NB // 4], [num_warps, 1], [1, 0])
-    tok_b = gl.arange(0, S, layout=gl.SliceLayout(1, bits_l))
-    blk_b = gl.arange(0, NB, layout=gl.SliceLayout(0, bits_l))
-    rows_b = gl.expand_dims(_tile_rows(page, head, tok_b, H, S), 1)
-    async_load(bits_ring, scale_ptr + rows_b * NB + gl.expand_dims(blk_b, 0),
-                                           mask=gl.expand_dims(tok_b < fill, 1))
 
 
 @gluon.jit
@@ -66,8 +45,11 @@ def _copy_page(rings, slot, kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, tabl
     as one commit group."""
     k_ring, kb_ring, v_ring, vb_ring = rings
     page, fill, _, _ = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i, last, h, H, MAX_PAGES, qk_scale)
-    _copy_tile(k_ring.index(slot), kb_ring.index(slot), kd_ptr, ks_ptr, page, h, fill, H, S, D, num_warps)
-    _copy_tile(v_ring.index(slot), vb_ring.index(slot), vd_ptr, vs_ptr, page, h, fill, H, S, D, num_warps)
+    row0 = _tile_rows(page, h, 0, H, S)   # a page's rows for one head: H apart in [P, S, H, ...]
+    copy_rows_async(k_ring.index(slot), kb_ring.index(slot), kd_ptr, ks_ptr, row0, H, fill, 0, D // 2, D // 16,
+                    S, D, num_warps)
+    copy_rows_async(v_ring.index(slot), vb_ring.index(slot), vd_ptr, vs_ptr, row0, H, fill, 0, D // 2, D // 16,
+                    S, D, num_warps)
     async_copy.commit_group()
 
 

@@ -36,7 +36,7 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma,
                                                                warpgroup_mma_init, warpgroup_mma_wait)
 
-from .attention_wgmma import _byte_layout, _decode_to_shared, _mma_layout, async_load
+from .attention_wgmma import _byte_layout, _decode_to_shared, _mma_layout, copy_rows_async
 
 BLOCK_M = 64       # wgmma's M for one warpgroup; a call has at most this many rows
 BLOCK_N = 64       # output columns per program
@@ -49,38 +49,16 @@ RESIDENT_PER_SM = 2
 
 
 @gluon.jit
-def _copy_rows(data_ring, bits_ring, data_ptr, scale_ptr, row0, n_rows, step, ROW_BYTES, ROW_BLOCKS,
-               ROWS: gl.constexpr, BLOCK_K: gl.constexpr, num_warps: gl.constexpr):
-    """cp.async copies of an NVFP4 operand's rows [row0, row0 + ROWS) at K step ``step``: packed
-    bytes [ROWS, BLOCK_K/2] (16 bytes per copy) and E4M3 bits [ROWS, BLOCK_K/16] (4 bytes per
-    copy), zeros outside the matrix (rows past ``n_rows``, K past the row)."""
-    data_l: gl.constexpr = gl.BlockedLayout([1, 16], [32 // (BLOCK_K // 32), BLOCK_K // 32], [num_warps, 1], [1, 0])
-    rows = row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, data_l))
-    cols = step * (BLOCK_K // 2) + gl.arange(0, BLOCK_K // 2, layout=gl.SliceLayout(0, data_l))
-    ok = gl.expand_dims(rows < n_rows, 1) & gl.expand_dims(cols < ROW_BYTES, 0)
-    async_load(data_ring, data_ptr + gl.expand_dims(rows.to(gl.int64) * ROW_BYTES, 1) + gl.expand_dims(cols, 0),
-               mask=ok)
-
-    NB: gl.constexpr = BLOCK_K // 16
-    bits_l: gl.constexpr = gl.BlockedLayout([1, 4], [32 // (NB // 4), NB // 4], [num_warps, 1], [1, 0])
-    rows_b = row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, bits_l))
-    blk = step * NB + gl.arange(0, NB, layout=gl.SliceLayout(0, bits_l))
-    ok_b = gl.expand_dims(rows_b < n_rows, 1) & gl.expand_dims(blk < ROW_BLOCKS, 0)
-    async_load(bits_ring, scale_ptr + gl.expand_dims(rows_b.to(gl.int64) * ROW_BLOCKS, 1) + gl.expand_dims(blk, 0),
-               mask=ok_b)
-
-
-@gluon.jit
 def _copy_step(rings, slot, a_ptr, as_ptr, w_ptr, ws_ptr, M, N, n0, step, last, ROW_BYTES, ROW_BLOCKS,
                BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, num_warps: gl.constexpr):
     """Issue K step ``step``'s copies of A's 64 rows and W's rows [n0, n0 + BLOCK_N) into ring slot
     ``slot`` as one commit group (all zeros from ``last`` on, so every step commits a group)."""
     a_ring, ab_ring, w_ring, wb_ring = rings
     live = step < last
-    _copy_rows(a_ring.index(slot), ab_ring.index(slot), a_ptr, as_ptr, 0, gl.where(live, M, 0), step, ROW_BYTES,
-               ROW_BLOCKS, 64, BLOCK_K, num_warps)
-    _copy_rows(w_ring.index(slot), wb_ring.index(slot), w_ptr, ws_ptr, n0, gl.where(live, N, 0), step, ROW_BYTES,
-               ROW_BLOCKS, BLOCK_N, BLOCK_K, num_warps)
+    copy_rows_async(a_ring.index(slot), ab_ring.index(slot), a_ptr, as_ptr, 0, 1, gl.where(live, M, 0), step,
+                    ROW_BYTES, ROW_BLOCKS, 64, BLOCK_K, num_warps)
+    copy_rows_async(w_ring.index(slot), wb_ring.index(slot), w_ptr, ws_ptr, n0, 1, gl.where(live, N - n0, 0), step,
+                    ROW_BYTES, ROW_BLOCKS, BLOCK_N, BLOCK_K, num_warps)
     async_copy.commit_group()
 
 
