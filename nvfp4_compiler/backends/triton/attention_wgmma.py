@@ -179,6 +179,19 @@ def _q_to_shared(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, D: gl.constexpr, num_warps: 
 
 
 @gluon.jit
+def _operand_smem(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, S: gl.constexpr, D: gl.constexpr, num_warps: gl.constexpr):
+    """The one-warpgroup kernels' wgmma operands in shared memory, as ``_attend_page`` takes them: Q
+    (``_q_to_shared``), one page's decoded K and a double buffer of decoded V, even and odd halves."""
+    tile_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([S, D // 2], gl.float16)
+    q_e_smem, q_o_smem = _q_to_shared(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, D, num_warps)
+    return (q_e_smem, q_o_smem,
+            gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem),
+            gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem),
+            gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem),
+            gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem))
+
+
+@gluon.jit
 def _store_half(base_ptr, rows, cols, row_stride, values, parity, Tq):
     ptr = base_ptr + gl.expand_dims(rows.to(gl.int64) * row_stride, 1) + gl.expand_dims(2 * cols + parity, 0)
     gl.store(ptr, values.to(base_ptr.dtype.element_ty), mask=gl.expand_dims(rows < Tq, 1))
@@ -198,13 +211,8 @@ def paged_decode_wgmma_kernel(
     mma_s: gl.constexpr = _mma_layout(num_warps, S)          # S = Q K^T: [64 queries, S tokens]
     mma_o: gl.constexpr = _mma_layout(num_warps, D // 2)     # P V (one half of head_dim): [64, D/2]
     p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-    tile_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([S, D // 2], gl.float16)
 
-    q_e_smem, q_o_smem = _q_to_shared(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, D, num_warps)
-    k_e_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
-    k_o_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
-    v_e_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
-    v_o_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
+    smem = _operand_smem(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, S, D, num_warps)
 
     m_i, l_i, acc_e, acc_o, tok_s, zeros_s = _softmax_start(S, D, mma_s, mma_o)
     first, last = _page_range(npages_ptr, b, split, PAGES_PER_SPLIT)
@@ -216,7 +224,6 @@ def paged_decode_wgmma_kernel(
     n_page, n_fill, n_k_mult, n_v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, first + 1, last, h, H,
                                                     MAX_PAGES, qk_scale)
     fence_async_shared()
-    smem = (q_e_smem, q_o_smem, k_e_smem, k_o_smem, v_e_smem, v_o_smem)
     for i in range(first, last):
         # the next page's bytes are requested first, to be decoded one page later
         nk_raw, nk_bits = _load_raw(kd_ptr, ks_ptr, n_page, h, n_fill, H, S, D, L3)

@@ -30,8 +30,8 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, warpgroup_mma_wait
 
-from .attention_wgmma import (NUM_WARPS, _attend_page, _byte_layout, _mma_layout, _page_meta, _page_range,
-                              _q_to_shared, _softmax_start, _tile_rows, _write_result, choose_splits, copy_rows_async,
+from .attention_wgmma import (NUM_WARPS, _attend_page, _byte_layout, _mma_layout, _operand_smem, _page_meta,
+                              _page_range, _softmax_start, _tile_rows, _write_result, choose_splits, copy_rows_async,
                               launch_decode)
 
 RING = 4          # pages of raw bytes in shared memory: RING - 1 in flight while one is decoded
@@ -75,15 +75,9 @@ def paged_decode_ring_kernel(
     mma_s: gl.constexpr = _mma_layout(num_warps, S)
     mma_o: gl.constexpr = _mma_layout(num_warps, D // 2)
     p_op: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
-    tile_smem: gl.constexpr = gl.NVMMASharedLayout.get_default_for([S, D // 2], gl.float16)
     raw: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])   # a slot's bytes row-major, no swizzle
 
-    q_e_smem, q_o_smem = _q_to_shared(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, D, num_warps)
-    k_e_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
-    k_o_smem = gl.allocate_shared_memory(gl.float16, [S, D // 2], tile_smem)
-    v_e_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
-    v_o_smem = gl.allocate_shared_memory(gl.float16, [2, S, D // 2], tile_smem)
-    smem = (q_e_smem, q_o_smem, k_e_smem, k_o_smem, v_e_smem, v_o_smem)
+    smem = _operand_smem(q_ptr, b, h, Tq, s_qb, s_qt, s_qh, S, D, num_warps)
     rings = (gl.allocate_shared_memory(gl.uint8, [RING, S, D // 2], raw),
              gl.allocate_shared_memory(gl.uint8, [RING, S, NB], raw),
              gl.allocate_shared_memory(gl.uint8, [RING, S, D // 2], raw),
