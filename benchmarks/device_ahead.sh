@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# One device call (about 6-7 minutes; SMOKE=0 NCU_AHEAD= cuts it to ~4): loads in flight, three ways.
+# One device call (about 8-9 minutes; SMOKE=0 NCU_AHEAD= cuts it to ~6): loads in flight, three ways.
 # - the warp-specialized kernel's producer with 1-3 pages requested ahead (ab_decode_ws.py);
 # - the one-warpgroup wgmma kernel with its page bytes copied into shared memory by cp.async, 1-4
 #   pages ahead (ab_decode_ring.py; ring 2 is the control: one page ahead, as in registers);
 # - the single-query kernel with 1-3 tiles ahead in registers or staged by cp.async (ab_decode_ahead.py);
-# then their GPU tests, and Nsight Compute's stall reasons for the ws kernel.
+# then their GPU tests and the KV pass's, and Nsight Compute's stall reasons for the ws kernel.
 # Results under $OUT, 8 files (the device tool returns no more): gpu.txt (versions), three JSONs, the
 # tables in log.txt, the tests' output, two Nsight reports.
 set -uo pipefail
@@ -25,6 +25,9 @@ ab ahead 90
 NVFP4_TEST_ON_GPU=1 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_paged_attention_wgmma.py \
     tests/test_paged_attention_triton.py -k "ring or (ws and (unequal or zero_v or 12)) or loads_ahead" \
     > "$OUT/gpu_tests.txt" 2>&1; echo "tests rc $?"; tail -n 3 "$OUT/gpu_tests.txt"
+# the KV pass's GPU tests, six of which have never run on a GPU (the twenty-fourth session's step limit)
+NVFP4_TEST_ON_GPU=1 timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_kv_cache_pass.py \
+    >> "$OUT/gpu_tests.txt" 2>&1; echo "kv pass tests rc $?"; tail -n 3 "$OUT/gpu_tests.txt"
 # Stall reasons and memory throughput of the ws kernel at one and three pages ahead (Tq = 64): if
 # the loads in flight bind, long-scoreboard stalls dominate at one page and fall at three.
 for a in ${NCU_AHEAD-1 3}; do   # NCU_AHEAD= skips the profiles (3 minutes) when device time is short
