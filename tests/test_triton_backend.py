@@ -485,12 +485,33 @@ def test_wgmma_gemm_compiles_for_sm90_with_cp_async_and_asynchronous_mma():
     assert "STACK:0" in info and ".local" not in ptx, info
 
 
+@pytest.mark.skipif(not ON_HOPPER, reason="runs the Gluon kernel: needs NVFP4_TEST_ON_GPU=1 on an sm_90 GPU "
+                                           "(Gluon has no CPU interpreter)")
+def test_wgmma_gemm_tunings_give_the_reference_bits(monkeypatch):
+    """Every ring depth and both column tiles of the Gluon kernel, with K splits of one to several
+    steps: on operands whose GEMM is exact in any summation order, the output equals the reference
+    backend's bit for bit."""
+    from nvfp4_compiler.backends.triton import gemm_wgmma as gw
+
+    args = _exact_sum_operands((37,), 200, 1792, seed=3)
+    want, want_amax = reference.gemm_op(*args, None, "none", None, None, torch.float32)
+    for ring in (2, gw.MAX_RING):
+        for block_n in (64, 128):
+            for split in (None, 1, 5):
+                monkeypatch.setattr(gw, "RING", ring)
+                monkeypatch.setattr(gw, "BLOCK_N", block_n)
+                got, amax = tgemm.gemm(*args, None, "none", None, None, torch.float32, wgmma=True, split_k=split)
+                assert torch.equal(got.cpu(), want.cpu()) and torch.equal(amax.cpu(), want_amax.cpu()), (ring, block_n)
+
+
 def test_wgmma_gemm_rejects_what_it_cannot_take():
     from nvfp4_compiler.backends.triton import gemm_wgmma as gw
 
     a = torch.zeros(4, 128, dtype=torch.uint8)
     with pytest.raises(ValueError, match="ring: expected 2 to"):
         gw.gemm_partials_wgmma(a, None, None, None, None, ring=gw.MAX_RING + 1)
+    with pytest.raises(ValueError, match="block_n: expected 64 or 128"):
+        gw.gemm_partials_wgmma(a, None, None, None, None, block_n=96)
     with pytest.raises(ValueError, match="a: expected 1 to 64 rows of K a multiple of 256 on an sm_90 GPU"):
         gw.gemm_partials_wgmma(a, None, None, None, None)   # a CPU tensor
 

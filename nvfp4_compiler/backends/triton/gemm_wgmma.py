@@ -39,13 +39,15 @@ from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared
 from .attention_wgmma import _byte_layout, _decode_to_shared, _mma_layout, copy_rows_async
 
 BLOCK_M = 64       # wgmma's M for one warpgroup; a call has at most this many rows
-BLOCK_N = 64       # output columns per program
 BLOCK_K = 128      # K elements per step: 64 bytes and 8 block scales per row
-RING = 3           # steps of raw A and W bytes in shared memory, RING - 1 in flight (9 KB each)
-MAX_RING = 5
 NUM_WARPS = 4      # one warpgroup
-#: Programs an SM holds: ~64 KB of fp16 buffers + RING x 9 KB of raw bytes each (shared memory).
-RESIDENT_PER_SM = 2
+MAX_RING = 5
+# Tuning knobs, read at each call (ab_gemm_wgmma.py sets them): output columns per program (64 or
+# 128) and K steps of raw A and W bytes in shared memory, RING - 1 of them in flight.
+BLOCK_N = 64
+RING = 3
+#: Shared memory an SM offers its programs (H100: 228 KB, 1 KB of it reserved per program).
+SHARED_PER_SM = 228 * 1024
 
 
 @gluon.jit
@@ -138,30 +140,47 @@ def supports(a2: torch.Tensor) -> bool:
             and 1 <= a2.shape[0] <= BLOCK_M and a2.shape[1] % 128 == 0)
 
 
-def choose_split(n: int, kp: int, device) -> int:
-    """K splits: about RESIDENT_PER_SM programs per SM over the column tiles, two K steps at least each."""
-    tiles = triton.cdiv(n, BLOCK_N)
+def shared_bytes(block_n: int, ring: int) -> int:
+    """Shared memory of one program: double-buffered fp16 A and W (even and odd halves) and the ring
+    of raw bytes and scale bits (matches the compiled kernel's, Triton 3.6)."""
+    fp16_buffers = 2 * 2 * (BLOCK_M + block_n) * (BLOCK_K // 2) * 2
+    return fp16_buffers + ring * (BLOCK_M + block_n) * (BLOCK_K // 2 + BLOCK_K // 16)
+
+
+def resident_per_sm(block_n: int, ring: int) -> int:
+    """Programs an SM holds at once, by shared memory (141-220 registers allow 2 and more): 2 at
+    64 columns, 1 at 128."""
+    return max(1, min(2, SHARED_PER_SM // (shared_bytes(block_n, ring) + 1024)))
+
+
+def choose_split(n: int, kp: int, device, block_n: int, ring: int) -> int:
+    """K splits: the programs an SM holds, on every SM, over the column tiles; two K steps at least each."""
+    tiles = triton.cdiv(n, block_n)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return int(max(1, min(triton.cdiv(RESIDENT_PER_SM * sms, tiles), triton.cdiv(kp, BLOCK_K) // 2)))
+    return int(max(1, min(triton.cdiv(resident_per_sm(block_n, ring) * sms, tiles), triton.cdiv(kp, BLOCK_K) // 2)))
 
 
-def gemm_partials_wgmma(a2, a_scale, w_data, w_scale, sums, split_k: int | None = None, ring: int | None = None) -> None:
+def gemm_partials_wgmma(a2, a_scale, w_data, w_scale, sums, split_k: int | None = None, ring: int | None = None,
+                        block_n: int | None = None) -> None:
     """Add a2 x w^T (NVFP4 [M <= 64, Kp/2] and [N, Kp/2] bytes, uint8 E4M3 bits [., Kp/16]) into
     ``sums`` (fp32, the first M x N of ``split_k``'s zeroed workspace), in ``gemm_kernel``'s unit
     (2^-14 x the product); ``gemm.split_k_epilogue_kernel`` finishes it. ``split_k`` overrides
-    ``choose_split``; ``ring`` (2 to MAX_RING; default the module's RING, read at each call) K steps
-    of raw bytes in shared memory."""
+    ``choose_split``; ``ring`` (2 to MAX_RING) K steps of raw bytes in shared memory and ``block_n``
+    (64 or 128) output columns per program default to the module's RING and BLOCK_N."""
     ring = RING if ring is None else ring
+    block_n = BLOCK_N if block_n is None else block_n
     if not isinstance(ring, int) or not 2 <= ring <= MAX_RING:
         raise ValueError(f"ring: expected 2 to {MAX_RING} K steps, got {ring!r}")
+    if block_n not in (64, 128):
+        raise ValueError(f"block_n: expected 64 or 128 columns, got {block_n!r}")
     if not supports(a2):
         raise ValueError(f"a: expected 1 to {BLOCK_M} rows of K a multiple of 256 on an sm_90 GPU, got packed "
                          f"shape {tuple(a2.shape)} on {a2.device}")
     m, row_bytes = a2.shape
     n, kp = w_data.shape[0], 2 * row_bytes
     steps = triton.cdiv(kp, BLOCK_K)
-    split_k = choose_split(n, kp, a2.device) if split_k is None else split_k
+    split_k = choose_split(n, kp, a2.device, block_n, ring) if split_k is None else split_k
     steps_per_split = triton.cdiv(steps, split_k)
-    gemm_partials_wgmma_kernel[(triton.cdiv(n, BLOCK_N), triton.cdiv(steps, steps_per_split))](
+    gemm_partials_wgmma_kernel[(triton.cdiv(n, block_n), triton.cdiv(steps, steps_per_split))](
         a2, a_scale, w_data, w_scale, sums, m, n, row_bytes, kp // 16, steps, steps_per_split,
-        BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, RING=ring, num_warps=NUM_WARPS)
+        BLOCK_N=block_n, BLOCK_K=BLOCK_K, RING=ring, num_warps=NUM_WARPS)
