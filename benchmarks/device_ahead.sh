@@ -19,7 +19,7 @@ ab() {   # ab NAME SECONDS ARGS...: one A/B script, its table into the log, its 
   timeout "$seconds" python3 "benchmarks/ab_decode_$name.py" "$@" --json "$OUT/ab_$name.json" > "/tmp/ab_$name.txt" 2>&1
   echo "ab $name rc $?" | tee -a "$log"; grep -v "^{" "/tmp/ab_$name.txt" | tee -a "$log" | tail -n 40
 }
-ab ring 120
+ab ring 150
 ab ws 100 --configs 8x128x168x2x1 8x128x168x2x2 8x128x168x2x3 --splits 22
 ab ahead 90
 NVFP4_TEST_ON_GPU=1 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/test_paged_attention_wgmma.py \
