@@ -504,6 +504,27 @@ def test_wgmma_gemm_tunings_give_the_reference_bits(monkeypatch):
                 assert torch.equal(got.cpu(), want.cpu()) and torch.equal(amax.cpu(), want_amax.cpu()), (ring, block_n)
 
 
+def test_wgmma_gemm_grid_covers_every_k_step_once():
+    """The Gluon GEMM's launch: for every Wan GEMM shape and asked-for split, its splits cover the K
+    steps exactly once and none is empty (an empty split would still add its zeros, but waste a
+    program); the default split keeps two steps per split and fills the SMs (132, H100)."""
+    from nvfp4_compiler.backends.triton import gemm_wgmma as gw
+
+    for kp, n in ((1536, 1536), (1536, 8960), (8960, 1536), (3072, 3072), (3072, 14336), (14336, 3072), (256, 40)):
+        steps = -(-kp // gw.BLOCK_K)
+        for block_n in (64, 128):
+            default = gw.choose_split(n, kp, 132, block_n, gw.RING)
+            tiles = -(-n // block_n)
+            assert steps // default >= 2 or default == 1                     # two steps per split at least
+            assert tiles * default >= gw.resident_per_sm(block_n, gw.RING) * 132 or default == max(1, steps // 2)
+            for split in (1, 2, 3, 7, default, 1000):
+                (grid_tiles, splits), per_split = gw.launch_grid(n, kp, split, block_n)
+                runs = [range(s * per_split, min((s + 1) * per_split, steps)) for s in range(splits)]
+                assert grid_tiles == tiles
+                assert all(len(r) > 0 for r in runs) and sorted(i for r in runs for i in r) == list(range(steps))
+                assert splits <= split
+
+
 def test_wgmma_gemm_rejects_what_it_cannot_take():
     from nvfp4_compiler.backends.triton import gemm_wgmma as gw
 

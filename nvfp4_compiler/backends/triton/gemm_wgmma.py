@@ -153,11 +153,19 @@ def resident_per_sm(block_n: int, ring: int) -> int:
     return max(1, min(2, SHARED_PER_SM // (shared_bytes(block_n, ring) + 1024)))
 
 
-def choose_split(n: int, kp: int, device, block_n: int, ring: int) -> int:
-    """K splits: the programs an SM holds, on every SM, over the column tiles; two K steps at least each."""
+def choose_split(n: int, kp: int, sms: int, block_n: int, ring: int) -> int:
+    """K splits: the programs an SM holds, on each of ``sms`` SMs, over the column tiles; two K steps
+    at least each."""
     tiles = triton.cdiv(n, block_n)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
     return int(max(1, min(triton.cdiv(resident_per_sm(block_n, ring) * sms, tiles), triton.cdiv(kp, BLOCK_K) // 2)))
+
+
+def launch_grid(n: int, kp: int, split_k: int, block_n: int) -> tuple[tuple[int, int], int]:
+    """((column tiles, K splits), K steps per split) for ``split_k`` asked-for splits: the steps are
+    cut into runs of equal length, so no split is empty (fewer splits than asked where they would be)."""
+    steps = triton.cdiv(kp, BLOCK_K)
+    per_split = triton.cdiv(steps, max(1, split_k))
+    return (triton.cdiv(n, block_n), triton.cdiv(steps, per_split)), per_split
 
 
 def gemm_partials_wgmma(a2, a_scale, w_data, w_scale, sums, split_k: int | None = None, ring: int | None = None,
@@ -178,9 +186,9 @@ def gemm_partials_wgmma(a2, a_scale, w_data, w_scale, sums, split_k: int | None 
                          f"shape {tuple(a2.shape)} on {a2.device}")
     m, row_bytes = a2.shape
     n, kp = w_data.shape[0], 2 * row_bytes
-    steps = triton.cdiv(kp, BLOCK_K)
-    split_k = choose_split(n, kp, a2.device, block_n, ring) if split_k is None else split_k
-    steps_per_split = triton.cdiv(steps, split_k)
-    gemm_partials_wgmma_kernel[(triton.cdiv(n, block_n), triton.cdiv(steps, steps_per_split))](
-        a2, a_scale, w_data, w_scale, sums, m, n, row_bytes, kp // 16, steps, steps_per_split,
+    if split_k is None:
+        split_k = choose_split(n, kp, torch.cuda.get_device_properties(a2.device).multi_processor_count, block_n, ring)
+    grid, steps_per_split = launch_grid(n, kp, split_k, block_n)
+    gemm_partials_wgmma_kernel[grid](
+        a2, a_scale, w_data, w_scale, sums, m, n, row_bytes, kp // 16, triton.cdiv(kp, BLOCK_K), steps_per_split,
         BLOCK_N=block_n, BLOCK_K=BLOCK_K, RING=ring, num_warps=NUM_WARPS)
