@@ -475,33 +475,36 @@ def test_wgmma_gemm_compiles_for_sm90_with_cp_async_and_asynchronous_mma():
 
     from nvfp4_compiler.backends.triton import gemm_wgmma as gw
 
-    consts = dict(BLOCK_N=gw.BLOCK_N, BLOCK_K=gw.BLOCK_K, RING=gw.RING, num_warps=gw.NUM_WARPS)
-    ptx, info = compile_for_sm90(f"{gw.__name__}:gemm_partials_wgmma_kernel", consts, {"num_warps": gw.NUM_WARPS},
-                                 {"sums_ptr": "*fp32"}, ("ROW_BYTES", "ROW_BLOCKS"))
-    assert ptx.count("cp.async.cg.shared.global") >= 4 * gw.RING
-    assert f"cp.async.wait_group \t{gw.RING - 1};" in ptx
-    assert "wgmma.mma_async" in ptx and "wgmma.commit_group" in ptx
-    assert "global.gpu.relaxed.add.f32" in ptx   # red or atom: the partial sums into the workspace
-    assert "STACK:0" in info and ".local" not in ptx, info
+    for a_rows in (16, 64):   # A rows decoded per step: up to 16 rows of A, or up to 64
+        consts = dict(A_ROWS=a_rows, BLOCK_N=gw.BLOCK_N, BLOCK_K=gw.BLOCK_K, RING=gw.RING, num_warps=gw.NUM_WARPS)
+        ptx, info = compile_for_sm90(f"{gw.__name__}:gemm_partials_wgmma_kernel", consts,
+                                     {"num_warps": gw.NUM_WARPS}, {"sums_ptr": "*fp32"}, ("ROW_BYTES", "ROW_BLOCKS"))
+        assert ptx.count("cp.async.cg.shared.global") >= 3 * gw.RING   # A's (1 or 2 per thread) and W's (2)
+        assert f"cp.async.wait_group \t{gw.RING - 1};" in ptx
+        assert "wgmma.mma_async" in ptx and "wgmma.commit_group" in ptx
+        assert "global.gpu.relaxed.add.f32" in ptx   # red or atom: the partial sums into the workspace
+        assert "STACK:0" in info and ".local" not in ptx, info
 
 
 @pytest.mark.skipif(not ON_HOPPER, reason="runs the Gluon kernel: needs NVFP4_TEST_ON_GPU=1 on an sm_90 GPU "
                                            "(Gluon has no CPU interpreter)")
 def test_wgmma_gemm_tunings_give_the_reference_bits(monkeypatch):
     """Every ring depth and both column tiles of the Gluon kernel, with K splits of one to several
-    steps: on operands whose GEMM is exact in any summation order, the output equals the reference
-    backend's bit for bit."""
+    steps, for A of up to 16 rows (only those decoded) and of more: on operands whose GEMM is exact
+    in any summation order, the output equals the reference backend's bit for bit."""
     from nvfp4_compiler.backends.triton import gemm_wgmma as gw
 
-    args = _exact_sum_operands((37,), 200, 1792, seed=3)
-    want, want_amax = reference.gemm_op(*args, None, "none", None, None, torch.float32)
-    for ring in (2, gw.MAX_RING):
-        for block_n in (64, 128):
-            for split in (None, 1, 5):
-                monkeypatch.setattr(gw, "RING", ring)
-                monkeypatch.setattr(gw, "BLOCK_N", block_n)
-                got, amax = tgemm.gemm(*args, None, "none", None, None, torch.float32, wgmma=True, split_k=split)
-                assert torch.equal(got.cpu(), want.cpu()) and torch.equal(amax.cpu(), want_amax.cpu()), (ring, block_n)
+    for rows in (9, 37):   # A's first 16 rows decoded per step, or all 64
+        args = _exact_sum_operands((rows,), 200, 1792, seed=rows)
+        want, want_amax = reference.gemm_op(*args, None, "none", None, None, torch.float32)
+        for ring in (2, gw.MAX_RING):
+            for block_n in (64, 128):
+                for split in (None, 1, 5):
+                    monkeypatch.setattr(gw, "RING", ring)
+                    monkeypatch.setattr(gw, "BLOCK_N", block_n)
+                    got, amax = tgemm.gemm(*args, None, "none", None, None, torch.float32, wgmma=True, split_k=split)
+                    assert torch.equal(got.cpu(), want.cpu()), (rows, ring, block_n, split)
+                    assert torch.equal(amax.cpu(), want_amax.cpu()), (rows, ring, block_n, split)
 
 
 def test_wgmma_gemm_grid_covers_every_k_step_once():

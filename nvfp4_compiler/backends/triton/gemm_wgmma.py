@@ -14,7 +14,8 @@ Triton twin. This kernel does the same for the GEMM, and keeps more bytes in fli
              (meanwhile the tensor cores run step s - 1's MMAs); wait for those
              acc += A(s) W(s)^T, even and odd K halves (async wgmma), left running
 
-One warpgroup computes a [64, BLOCK_N] tile of A W^T (rows past M are zeros) over a run of K
+One warpgroup computes a [64, BLOCK_N] tile of A W^T (rows past M are zeros; with M <= 16 only
+A's first 16 rows are copied and decoded each step, which cuts the loop by 29%) over a run of K
 steps (split-K), and adds it by relaxed atomics into ``split_k``'s workspace, in the decoded
 tiles' unit (2^-14, as ``gemm_kernel``); ``gemm.split_k_epilogue_kernel`` then finishes every tile
 (alpha, bias, activation, gate/residual, amax or the next operand). The decode is
@@ -52,13 +53,13 @@ SHARED_PER_SM = 228 * 1024
 
 @gluon.jit
 def _copy_step(rings, slot, a_ptr, as_ptr, w_ptr, ws_ptr, M, N, n0, step, last, ROW_BYTES, ROW_BLOCKS,
-               BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, num_warps: gl.constexpr):
-    """Issue K step ``step``'s copies of A's 64 rows and W's rows [n0, n0 + BLOCK_N) into ring slot
-    ``slot`` as one commit group (all zeros from ``last`` on, so every step commits a group)."""
+               A_ROWS: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, num_warps: gl.constexpr):
+    """Issue K step ``step``'s copies of A's first A_ROWS rows and W's rows [n0, n0 + BLOCK_N) into
+    ring slot ``slot`` as one commit group (all zeros from ``last`` on, so every step commits a group)."""
     a_ring, ab_ring, w_ring, wb_ring = rings
     live = step < last
     copy_rows_async(a_ring.index(slot), ab_ring.index(slot), a_ptr, as_ptr, 0, 1, gl.where(live, M, 0), step,
-                    ROW_BYTES, ROW_BLOCKS, 64, BLOCK_K, num_warps)
+                    ROW_BYTES, ROW_BLOCKS, A_ROWS, BLOCK_K, num_warps)
     copy_rows_async(w_ring.index(slot), wb_ring.index(slot), w_ptr, ws_ptr, n0, 1, gl.where(live, N - n0, 0), step,
                     ROW_BYTES, ROW_BLOCKS, BLOCK_N, BLOCK_K, num_warps)
     async_copy.commit_group()
@@ -79,7 +80,7 @@ def _decode_slot(data_ring, bits_ring, slot, even_smem, odd_smem, L3: gl.constex
 @gluon.jit
 def gemm_partials_wgmma_kernel(
     a_ptr, as_ptr, w_ptr, ws_ptr, sums_ptr, M, N, ROW_BYTES, ROW_BLOCKS, STEPS, STEPS_PER_SPLIT,
-    BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, RING: gl.constexpr, num_warps: gl.constexpr,
+    A_ROWS: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_K: gl.constexpr, RING: gl.constexpr, num_warps: gl.constexpr,
 ):
     pid_n, pid_k = gl.program_id(0), gl.program_id(1)
     n0 = pid_n * BLOCK_N
@@ -92,28 +93,33 @@ def gemm_partials_wgmma_kernel(
     a_o = gl.allocate_shared_memory(gl.float16, [2, 64, BLOCK_K // 2], a_l)
     w_e = gl.allocate_shared_memory(gl.float16, [2, BLOCK_N, BLOCK_K // 2], w_l)
     w_o = gl.allocate_shared_memory(gl.float16, [2, BLOCK_N, BLOCK_K // 2], w_l)
-    rings = (gl.allocate_shared_memory(gl.uint8, [RING, 64, BLOCK_K // 2], raw),
-             gl.allocate_shared_memory(gl.uint8, [RING, 64, BLOCK_K // 16], raw),
+    rings = (gl.allocate_shared_memory(gl.uint8, [RING, A_ROWS, BLOCK_K // 2], raw),
+             gl.allocate_shared_memory(gl.uint8, [RING, A_ROWS, BLOCK_K // 16], raw),
              gl.allocate_shared_memory(gl.uint8, [RING, BLOCK_N, BLOCK_K // 2], raw),
              gl.allocate_shared_memory(gl.uint8, [RING, BLOCK_N, BLOCK_K // 16], raw))
     a_ring, ab_ring, w_ring, wb_ring = rings
 
+    if A_ROWS < 64:   # rows past A_ROWS (past M) stay zero: only the first A_ROWS are decoded each step
+        zeros = gl.zeros([64, BLOCK_K // 2], gl.float16, layout=gl.SliceLayout(1, L3))
+        for half in gl.static_range(2):
+            a_e.index(half).store(zeros)
+            a_o.index(half).store(zeros)
     first = pid_k * STEPS_PER_SPLIT
     last = gl.minimum(first + STEPS_PER_SPLIT, STEPS)
     for r in gl.static_range(RING - 1):   # steps first .. first + RING - 2 in flight
         _copy_step(rings, r, a_ptr, as_ptr, w_ptr, ws_ptr, M, N, n0, first + r, last, ROW_BYTES, ROW_BLOCKS,
-                   BLOCK_N, BLOCK_K, num_warps)
+                   A_ROWS, BLOCK_N, BLOCK_K, num_warps)
     acc = warpgroup_mma_init(gl.full([64, BLOCK_N], 0.0, gl.float32, layout=mma))
     for step in range(first, last):
         j = step - first
         # step + RING - 1 goes into the slot step - 1 used (decoded a step ago)
         _copy_step(rings, (j + RING - 1) % RING, a_ptr, as_ptr, w_ptr, ws_ptr, M, N, n0, step + RING - 1, last,
-                   ROW_BYTES, ROW_BLOCKS, BLOCK_N, BLOCK_K, num_warps)
+                   ROW_BYTES, ROW_BLOCKS, A_ROWS, BLOCK_N, BLOCK_K, num_warps)
         async_copy.wait_group(RING - 1)      # step's group has landed
         # decode into the buffer whose MMAs (two steps ago) were waited for a step ago, while the
         # tensor cores run the previous step's
         buf = j % 2
-        _decode_slot(a_ring, ab_ring, j % RING, a_e.index(buf), a_o.index(buf), L3)
+        _decode_slot(a_ring, ab_ring, j % RING, a_e.index(buf).slice(0, A_ROWS), a_o.index(buf).slice(0, A_ROWS), L3)
         _decode_slot(w_ring, wb_ring, j % RING, w_e.index(buf), w_o.index(buf), L3)
         fence_async_shared()
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -191,4 +197,10 @@ def gemm_partials_wgmma(a2, a_scale, w_data, w_scale, sums, split_k: int | None 
     grid, steps_per_split = launch_grid(n, kp, split_k, block_n)
     gemm_partials_wgmma_kernel[grid](
         a2, a_scale, w_data, w_scale, sums, m, n, row_bytes, kp // 16, triton.cdiv(kp, BLOCK_K), steps_per_split,
-        BLOCK_N=block_n, BLOCK_K=BLOCK_K, RING=ring, num_warps=NUM_WARPS)
+        A_ROWS=a_rows(m), BLOCK_N=block_n, BLOCK_K=BLOCK_K, RING=ring, num_warps=NUM_WARPS)
+
+
+def a_rows(m: int) -> int:
+    """A's rows a program copies and decodes each step: 16 for up to 16 rows (the other 48 of
+    wgmma's 64 stay zero), else 64."""
+    return 16 if m <= 16 else BLOCK_M
