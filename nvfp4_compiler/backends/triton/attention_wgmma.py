@@ -102,6 +102,14 @@ def copy_rows_async(data_ring, bits_ring, data_ptr, scale_ptr, row0, row_step, v
 
 
 @gluon.jit
+def read_ring_slot(data_ring, bits_ring, slot, L3: gl.constexpr):
+    """Slot ``slot`` of a ``copy_rows_async`` ring, landed, in registers as ``_load_raw`` returns a
+    page: bytes [rows, K/16, 8] in ``L3`` and bits [rows, K/16]."""
+    data = data_ring.index(slot)
+    return data.reshape([data.shape[0], data.shape[1] // 8, 8]).load(L3), bits_ring.index(slot).load(gl.SliceLayout(2, L3))
+
+
+@gluon.jit
 def _tile_rows(page, head, tok, H, S: gl.constexpr):
     """Row index (token x head) of ``tok`` on ``page`` in the [P, S, H, ...] cache arrays."""
     return (page * S + tok) * H + head

@@ -8,7 +8,7 @@ bytes each SM has requested and not yet received. ``attention_wgmma`` keeps one 
 and V bytes and scales) in flight per program, two programs per SM; more pages ahead in registers
 would cost registers it does not have (227 per thread). cp.async copies land in shared memory and
 hold no registers, so three pages ahead put ~55 KB in flight per SM for 27 KB more shared memory
-per program (two programs still fit: ~91 KB each).
+per program (two programs still fit: ~100 KB each).
 
     page i:  copy of page i+RING-1's bytes issued (cp.async, one commit group per page)
              wait until page i's group has landed; its bytes -> registers (8 bytes per thread)
@@ -32,7 +32,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from .attention_wgmma import (NUM_WARPS, _attend_page, _byte_layout, _mma_layout, _operand_smem, _page_meta,
                               _page_range, _softmax_start, _tile_rows, _write_result, choose_splits, copy_rows_async,
-                              launch_decode)
+                              launch_decode, read_ring_slot)
 
 RING = 4          # pages of raw bytes in shared memory: RING - 1 in flight while one is decoded
 MAX_RING = 5      # 9 KB per page at D = 128 next to 64 KB of Q and decoded tiles: two programs per SM fit
@@ -51,13 +51,6 @@ def _copy_page(rings, slot, kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, tabl
     copy_rows_async(v_ring.index(slot), vb_ring.index(slot), vd_ptr, vs_ptr, row0, H, fill, 0, D // 2, D // 16,
                     S, D, num_warps)
     async_copy.commit_group()
-
-
-@gluon.jit
-def _read_slot(data_ring, bits_ring, slot, L3: gl.constexpr):
-    """A landed ring slot as ``_load_raw`` returns a page: bytes [S, D/16, 8] and bits [S, D/16]."""
-    data = data_ring.index(slot)
-    return data.reshape([data.shape[0], data.shape[1] // 8, 8]).load(L3), bits_ring.index(slot).load(gl.SliceLayout(2, L3))
 
 
 @gluon.jit
@@ -99,8 +92,8 @@ def paged_decode_ring_kernel(
         _copy_page(rings, (j + RING - 1) % RING, kd_ptr, ks_ptr, vd_ptr, vs_ptr, kg_ptr, vg_ptr, table_ptr,
                    fills_ptr, b, i + RING - 1, last, h, H, MAX_PAGES, qk_scale, S, D, num_warps)
         async_copy.wait_group(RING - 1)      # page i's group has landed
-        k_raw, k_bits = _read_slot(k_ring, kb_ring, j % RING, L3)
-        v_raw, v_bits = _read_slot(v_ring, vb_ring, j % RING, L3)
+        k_raw, k_bits = read_ring_slot(k_ring, kb_ring, j % RING, L3)
+        v_raw, v_bits = read_ring_slot(v_ring, vb_ring, j % RING, L3)
         _, n_fill, n_k_mult, n_v_mult = _page_meta(table_ptr, fills_ptr, kg_ptr, vg_ptr, b, i + 1, last, h, H,
                                                    MAX_PAGES, qk_scale)
         m_i, l_i, unit, acc_e, acc_o = _attend_page((k_raw, k_bits, v_raw, v_bits), i % 2, smem, zeros_s, tok_s, fill,

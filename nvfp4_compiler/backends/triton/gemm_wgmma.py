@@ -37,7 +37,7 @@ from triton.experimental.gluon.language.nvidia.ampere import async_copy
 from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, warpgroup_mma,
                                                                warpgroup_mma_init, warpgroup_mma_wait)
 
-from .attention_wgmma import _byte_layout, _decode_to_shared, _mma_layout, copy_rows_async
+from .attention_wgmma import _byte_layout, _decode_to_shared, _mma_layout, copy_rows_async, read_ring_slot
 
 BLOCK_M = 64       # wgmma's M for one warpgroup; a call has at most this many rows
 BLOCK_K = 128      # K elements per step: 64 bytes and 8 block scales per row
@@ -69,12 +69,8 @@ def _copy_step(rings, slot, a_ptr, as_ptr, w_ptr, ws_ptr, M, N, n0, step, last, 
 def _decode_slot(data_ring, bits_ring, slot, even_smem, odd_smem, L3: gl.constexpr):
     """A landed ring slot's rows decoded to fp16 (2^-7 x E2M1 x E4M3, exact) into the even and odd
     K halves' buffers, as wgmma operands."""
-    data = data_ring.index(slot)
-    rows: gl.constexpr = data.shape[0]
-    k_half: gl.constexpr = data.shape[1]
-    packed = data.reshape([rows, k_half // 8, 8]).load(L3)
-    bits = bits_ring.index(slot).load(gl.SliceLayout(2, L3))
-    _decode_to_shared(packed, bits, even_smem, odd_smem, rows, 2 * k_half)
+    packed, bits = read_ring_slot(data_ring, bits_ring, slot, L3)
+    _decode_to_shared(packed, bits, even_smem, odd_smem, packed.shape[0], 16 * packed.shape[1])
 
 
 @gluon.jit
