@@ -23,32 +23,22 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_attention import SHAPES, Workload, _rel_err  # noqa: E402
-from common import bench_graph_ms, finish, print_table  # noqa: E402
+from bench_attention import SHAPES, Workload, against_wgmma, wgmma_baseline  # noqa: E402
+from common import finish, print_table  # noqa: E402
 
 
 def run(models, tqs, rings) -> list[dict]:
-    from nvfp4_compiler.backends.triton.attention_wgmma import paged_decode_wgmma
     from nvfp4_compiler.backends.triton.attention_wgmma_ring import paged_decode_ring
 
     rows = []
     for model in models:
         w = Workload(model)
-        pages = (*w.page_args, w.npages)
         for tq in tqs:
-            q, _ = w.inputs(tq, False)
-            ref, sdpa_ms = w.sdpa_baseline(q)
-            base = paged_decode_wgmma(q, *pages)
-            base_ms = bench_graph_ms(lambda i: paged_decode_wgmma(q, *pages), replays=5)
+            base = wgmma_baseline(w, tq)
             for ring in rings:
                 def fn(i, ring=ring):
-                    return paged_decode_ring(q, *pages, ring=ring)
-                out = fn(0)
-                ms = bench_graph_ms(fn, replays=5)
-                rows.append({"model": model, "tq": tq, "ring": ring, "sdpa_ms": sdpa_ms, "wgmma_ms": base_ms,
-                             "ring_ms": ms, "x_sdpa": sdpa_ms / ms, "x_wgmma": base_ms / ms,
-                             "wgmma_x_sdpa": sdpa_ms / base_ms, "rel_err_vs_sdpa": _rel_err(out, ref),
-                             "max_abs_vs_wgmma": float((out.float() - base.float()).abs().max())})
+                    return paged_decode_ring(base["q"], *base["pages"], ring=ring)
+                rows.append({"model": model, "tq": tq, "ring": ring, **against_wgmma(fn, base, "ring")})
                 print(rows[-1], flush=True)
     return rows
 

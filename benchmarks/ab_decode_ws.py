@@ -20,8 +20,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_attention import SHAPES, Workload, _rel_err  # noqa: E402
-from common import bench_graph_ms, finish, print_table  # noqa: E402
+from bench_attention import SHAPES, Workload, against_wgmma, wgmma_baseline  # noqa: E402
+from common import finish, print_table  # noqa: E402
 
 
 def _config(text: str) -> dict:
@@ -31,31 +31,21 @@ def _config(text: str) -> dict:
 
 def run(models, tqs, configs, split_counts) -> list[dict]:
     from nvfp4_compiler.backends.triton import attention_wgmma_ws as ws
-    from nvfp4_compiler.backends.triton.attention_wgmma import paged_decode_wgmma
 
     rows = []
     for model in models:
         w = Workload(model)
-        pages = w.page_args
         for tq in tqs:
-            q, _ = w.inputs(tq, False)
-            ref, sdpa_ms = w.sdpa_baseline(q)
-            base = paged_decode_wgmma(q, *pages, w.npages)
-            base_ms = bench_graph_ms(lambda i: paged_decode_wgmma(q, *pages, w.npages), replays=5)
+            base = wgmma_baseline(w, tq)
             for text in configs:
                 cfg = _config(text)
-                default = ws.choose_splits(w.heads, w.table.shape[1], q.device,
+                default = ws.choose_splits(w.heads, w.table.shape[1], base["q"].device,
                                            ws.resident_per_sm(cfg["producer_warps"], cfg["max_regs"]))
                 for splits in [default] + [s for s in split_counts if s != default]:
                     def fn(i, splits=splits, cfg=cfg):
-                        return ws.paged_decode_ws(q, *pages, w.npages, splits=splits, **cfg)
-                    out = fn(0)
-                    ms = bench_graph_ms(fn, replays=5)
+                        return ws.paged_decode_ws(base["q"], *base["pages"], splits=splits, **cfg)
                     rows.append({"model": model, "tq": tq, "config": text, "splits": splits,
-                                 "default": splits == default, "sdpa_ms": sdpa_ms, "wgmma_ms": base_ms, "ws_ms": ms,
-                                 "x_sdpa": sdpa_ms / ms, "x_wgmma": base_ms / ms, "wgmma_x_sdpa": sdpa_ms / base_ms,
-                                 "rel_err_vs_sdpa": _rel_err(out, ref),
-                                 "max_abs_vs_wgmma": float((out.float() - base.float()).abs().max())})
+                                 "default": splits == default, **against_wgmma(fn, base, "ws")})
                     print(rows[-1], flush=True)
     return rows
 

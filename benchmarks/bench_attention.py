@@ -164,6 +164,31 @@ def _rel_err(out, ref):
     return float((out.float() - ref).norm() / ref.norm())
 
 
+def wgmma_baseline(w: Workload, tq: int) -> dict:
+    """What the Gluon decode A/Bs (ab_decode_ws.py, ab_decode_ring.py) compare each variant with, at
+    ``tq`` queries over ``w``'s cache: the queries, the page arguments (npages included), SDPA over
+    the bf16 cache (output, GPU ms) and the routed one-warpgroup kernel (output, GPU ms)."""
+    from nvfp4_compiler.backends.triton.attention_wgmma import paged_decode_wgmma
+
+    q, _ = w.inputs(tq, False)
+    pages = (*w.page_args, w.npages)
+    ref, sdpa_ms = w.sdpa_baseline(q)
+    return {"q": q, "pages": pages, "ref": ref, "sdpa_ms": sdpa_ms, "out": paged_decode_wgmma(q, *pages),
+            "ms": bench_graph_ms(lambda i: paged_decode_wgmma(q, *pages), replays=5)}
+
+
+def against_wgmma(fn, base: dict, name: str) -> dict:
+    """One variant ``fn(i)`` timed (GPU ms, CUDA graphs) beside ``wgmma_baseline``'s ``base``: its time
+    as ``{name}_ms``, its ratios to SDPA and to the one-warpgroup kernel, its error against SDPA and
+    its largest difference from that kernel."""
+    out = fn(0)
+    ms = bench_graph_ms(fn, replays=5)
+    return {"sdpa_ms": base["sdpa_ms"], "wgmma_ms": base["ms"], f"{name}_ms": ms, "x_sdpa": base["sdpa_ms"] / ms,
+            "x_wgmma": base["ms"] / ms, "wgmma_x_sdpa": base["sdpa_ms"] / base["ms"],
+            "rel_err_vs_sdpa": _rel_err(out, base["ref"]),
+            "max_abs_vs_wgmma": float((out.float() - base["out"].float()).abs().max())}
+
+
 def run_model(model: str) -> list[dict]:
     from nvfp4_compiler.paged_attention import auto_route
 
